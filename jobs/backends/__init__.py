@@ -1,0 +1,1 @@
+"""Backends behind :class:`kubelab.jobs.JobClient`: the hub's jobs service, and local processes."""

