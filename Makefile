@@ -1,0 +1,80 @@
+# kubelab: the two commands of the README are `make demo` and `make test`.
+# Each target installs what it needs; heavy one-time artefacts (the Kubernetes
+# control-plane binaries, the OIDC provider's node_modules) live in $(KUBELAB_CACHE),
+# outside the repo and keyed by version, so later runs reuse them.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export KUBELAB_CACHE ?= $(HOME)/.cache/kubelab
+K8S_BIN := $(KUBELAB_CACHE)/k8s-v1.20.2/bin
+PYTEST_ARGS ?=
+
+# Debian packages: etcd for the control plane, iproute2 for pod network namespaces,
+# chromium for browser tests, nodejs/npm for the local OIDC provider, python3-venv for .venv.
+APT_PACKAGES := etcd-server openssl iproute2 util-linux procps chromium fonts-dejavu-core python3-venv ca-certificates
+
+.PHONY: help setup system venv oidc controlplane test lint unit demo bench images docs clean
+
+help:
+	@echo "make demo   - install what is needed, start the local cluster, OIDC provider and hub"
+	@echo "make test   - install what is needed, then ruff and the whole pytest suite"
+	@echo "make bench  - run the benchmarks in benchmarks/ and print their figures"
+	@echo "make images - build the container images (needs docker or podman)"
+
+setup: system venv oidc controlplane
+
+# One stamp per apt package list, so a second run does not call apt at all.
+system: $(KUBELAB_CACHE)/.apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
+$(KUBELAB_CACHE)/.apt-%:
+	@echo "[setup] installing Debian packages: $(APT_PACKAGES)"
+	@command -v apt-get >/dev/null || { echo "error: apt-get not found; install by hand: $(APT_PACKAGES) nodejs npm"; exit 1; }
+	@[ "$$(id -u)" = 0 ] || { echo "error: run as root (apt-get and network namespaces need it)"; exit 1; }
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+	@mkdir -p $(KUBELAB_CACHE) && touch $@
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: setup.py
+	@echo "[setup] python environment in $(VENV)"
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch 2.13.0 is pinned so pip takes the CPU wheel that this workplace keeps on disk.
+	$(BIN)/pip install -q -e '.[test]' 'torch==2.13.0'
+	@touch $@
+
+oidc: venv
+	@bash hub_config/oidc/install.sh
+
+# Built once from Debian's source package (about 7 minutes on 2 cores), then reused.
+controlplane: system
+	@[ -x $(K8S_BIN)/kube-apiserver ] && echo "[setup] control plane: cached in $(K8S_BIN)" || \
+	  bash devcluster/build_k8s.sh $(K8S_BIN)
+
+lint: venv
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/python -m pytest -m "not integration and not browser" $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/python -m kubelab.hub_config.demo
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+images:
+	bash images/build.sh
+
+docs: venv
+	$(BIN)/kubelab-check-config --docs > docs/catalogue.md
+
+clean:
+	-$(BIN)/kubelab-devcluster down
+	rm -rf $(VENV) *.egg-info
