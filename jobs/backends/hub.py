@@ -1,0 +1,312 @@
+"""HTTP backend: the kubelab jobs service inside the hub (``/hub/api/kubelab/``).
+
+The notebook holds no Kubernetes credentials; every action goes through the service with the
+notebook server's own JupyterHub API token (``JUPYTERHUB_API_TOKEN``). The REST API is written
+down in ``docs/jobs.md``; this module maps its answers onto Python exceptions:
+
+=======  ==========================================================
+status   raised
+=======  ==========================================================
+400      :class:`~kubelab.jobs.spec.JobSpecError` naming the field
+403      :class:`PermissionError` (scope, group policy or quota)
+404      :class:`KeyError` (no such job for this user)
+409      :class:`~kubelab.jobs.spec.JobSpecError` on ``name`` (already exists)
+other    :class:`RuntimeError` with method, URL and the service's message
+=======  ==========================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import requests
+
+from kubelab.jobs.backends.base import JobBackend
+from kubelab.jobs.spec import JobSpec, JobSpecError, JobStatus
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Total size of a script folder shipped as ``files`` (the service refuses more; docs/jobs.md).
+MAX_FILES_BYTES = 1024 * 1024
+# A message of the form "field: problem", used when a 400 body carries no "field" key.
+_FIELD_MESSAGE = re.compile(r"^(?P<field>[A-Za-z_(][\w.\[\]()]*): (?P<problem>.+)$", re.S)
+
+
+class HubBackend(JobBackend):
+    """Talks to the jobs service through the hub's REST API.
+
+    Args:
+        api_url: The hub API URL, e.g. ``http://127.0.0.1:8081/hub/api``; defaults to
+            ``$JUPYTERHUB_API_URL``.
+        token: A JupyterHub API token with the ``custom:kubelab:jobs`` scope; defaults to
+            ``$JUPYTERHUB_API_TOKEN``.
+        retries: Attempts after the first one when the connection fails (the hub restarting,
+            a proxy blip); only connection errors are retried, never an HTTP answer.
+        backoff: First wait in seconds between attempts; it doubles each time, with jitter.
+        timeout: Seconds to wait for an answer (streams that follow logs wait without limit).
+        home: Where relative script paths point (the notebook's home), used only when the
+            service asks for the script's folder to be sent (``options.files == "configmap"``).
+        session: A ``requests.Session`` to reuse (connection pooling); one is made if omitted.
+
+    Raises:
+        RuntimeError: No URL or no token was given and the environment has none.
+    """
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        token: str | None = None,
+        *,
+        retries: int = 4,
+        backoff: float = 0.5,
+        timeout: float = 30.0,
+        home: str | os.PathLike[str] | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        api_url = api_url or os.environ.get("JUPYTERHUB_API_URL")
+        token = token or os.environ.get("JUPYTERHUB_API_TOKEN")
+        if not api_url:
+            raise RuntimeError("HubBackend needs the hub API URL: pass api_url= or set JUPYTERHUB_API_URL")
+        if not token:
+            raise RuntimeError("HubBackend needs a JupyterHub API token: pass token= or set JUPYTERHUB_API_TOKEN")
+        self.base_url = api_url.rstrip("/") + "/kubelab/"
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self.home = Path(home) if home is not None else Path.home()
+        self._session = session or requests.Session()
+        # The token travels only in this header; it is never logged nor put in an error message.
+        self._session.headers["Authorization"] = f"token {token}"
+        self._options: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"HubBackend({self.base_url!r})"
+
+    # -- the JobBackend interface -------------------------------------------------------------
+
+    def options(self) -> dict[str, Any]:
+        """What this user may choose (``GET options``); see docs/jobs.md for the shape.
+
+        Raises:
+            PermissionError: The token lacks the ``custom:kubelab:jobs`` scope.
+            RuntimeError: The service failed or could not be reached.
+        """
+        try:
+            self._options = self._request("GET", "options").json()
+        except KeyError as e:
+            # A 404 here means the hub answers but has no kubelab routes, not a missing job.
+            raise RuntimeError(f"{self.base_url}options: this hub has no kubelab jobs service ({e})") from e
+        return self._options
+
+    def submit(self, spec: JobSpec) -> JobStatus:
+        """Submit ``spec`` (``POST jobs``).
+
+        A connection error is retried; if the first attempt did reach the service, the retry is
+        answered 409 and the job that the first attempt created is returned instead of an error.
+
+        Raises:
+            JobSpecError: The spec or the catalogue policy refuses a field (400), or the name is
+                already in use (409).
+            PermissionError: Group policy or the GPU quota refuses the job (403).
+            RuntimeError: The service failed or could not be reached.
+        """
+        body: dict[str, Any] = spec.to_dict()
+        files = self._files_for(spec)
+        if files is not None:
+            body["files"] = files
+        attempts: list[int] = []
+        try:
+            response = self._request("POST", "jobs", json=body, _attempts=attempts)
+        except JobSpecError as e:
+            if e.field == "name" and len(attempts) > 1 and getattr(e, "status", None) == 409:
+                # Our own earlier attempt created it before the connection dropped.
+                return self.get(spec.name)
+            raise
+        return JobStatus.from_dict(response.json())
+
+    def list(self, all_users: bool = False) -> list[JobStatus]:
+        """The user's jobs, newest first (``GET jobs``; ``all_users`` needs the admin scope).
+
+        Raises:
+            PermissionError: The token lacks the scope (or the admin scope for ``all_users``).
+            RuntimeError: The service failed or could not be reached.
+        """
+        params = {"all": "1"} if all_users else None
+        data = self._request("GET", "jobs", params=params).json()
+        return [JobStatus.from_dict(j) for j in data.get("jobs", [])]
+
+    def get(self, name: str) -> JobStatus:
+        """One job's status (``GET jobs/{name}``).
+
+        Raises:
+            KeyError: No such job for this user.
+            RuntimeError: The service failed or could not be reached.
+        """
+        return JobStatus.from_dict(self._request("GET", f"jobs/{quote(name, safe='')}").json())
+
+    def logs(self, name: str, rank: int = 0, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        """Log lines of one rank, streamed line by line (``GET jobs/{name}/logs``).
+
+        The request is made when iteration starts; with ``follow`` the iterator ends when the
+        rank's container ends. Closing the iterator (``.close()`` or leaving a ``for`` loop)
+        closes the connection, which ends the service's follow.
+
+        Raises:
+            KeyError: No such job (or no logs any more for that rank).
+            JobSpecError: ``rank`` is outside ``0..workers-1``.
+            RuntimeError: The service failed or could not be reached.
+        """
+        params: dict[str, str] = {"rank": str(rank), "follow": "1" if follow else "0"}
+        if tail is not None:
+            params["tail"] = str(tail)
+        response = self._request(
+            "GET",
+            f"jobs/{quote(name, safe='')}/logs",
+            params=params,
+            stream=True,
+            # Following has no end we can bound; the connect timeout still applies.
+            timeout=(self.timeout, None) if follow else self.timeout,
+        )
+        try:
+            # decode_unicode with the declared utf-8 charset; a partial line at the end is yielded too.
+            for line in response.iter_lines(decode_unicode=True, delimiter="\n"):
+                yield line.rstrip("\r")
+        except requests.RequestException as e:
+            raise RuntimeError(f"logs of job {name!r} rank {rank}: stream broke: {e}") from e
+        finally:
+            response.close()
+
+    def cancel(self, name: str) -> None:
+        """Cancel the job and delete everything it created (``DELETE jobs/{name}``).
+
+        Raises:
+            KeyError: No such job for this user.
+            RuntimeError: The service failed or could not be reached.
+        """
+        self._request("DELETE", f"jobs/{quote(name, safe='')}")
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _files_for(self, spec: JobSpec) -> dict[str, str] | None:
+        """The script's folder as ``{path relative to home: base64}`` when the service needs it.
+
+        Only when the service says job pods cannot see the home (``files == "configmap"``).
+
+        Raises:
+            JobSpecError: The folder is larger than 1 MiB, or the script is not under the home.
+        """
+        options = self._options if self._options is not None else self.options()
+        if options.get("files") != "configmap" or spec.script is None:
+            return None
+        script = Path(spec.script)
+        script = script if script.is_absolute() else self.home / script
+        try:
+            script.resolve().relative_to(self.home.resolve())
+        except ValueError:
+            raise JobSpecError("script", f"{spec.script} is not under the home {self.home}; job pods "
+                               "cannot see it here, only the script's folder under the home is shipped") from None
+        folder = script.parent
+        files: dict[str, str] = {}
+        total = 0
+        for path in sorted(folder.rglob("*")):
+            parts = path.relative_to(folder).parts
+            # Caches and hidden folders (.git, .ipynb_checkpoints) are not part of the program.
+            if not path.is_file() or any(p.startswith(".") or p == "__pycache__" for p in parts):
+                continue
+            data = path.read_bytes()
+            total += len(data)
+            if total > MAX_FILES_BYTES:
+                raise JobSpecError("files", f"the script's folder {folder} holds more than 1 MiB; the cluster "
+                                   "cannot see your home, so move the script to a smaller folder")
+            files[str(path.resolve().relative_to(self.home.resolve()))] = base64.b64encode(data).decode()
+        return files
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        _attempts: list[int] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """One call to the service, retried on connection errors, errors mapped (module doc)."""
+        url = self.base_url + path
+        kwargs.setdefault("timeout", self.timeout)
+        attempts = _attempts if _attempts is not None else []
+
+        def attempt() -> requests.Response:
+            attempts.append(1)
+            return self._session.request(method, url, **kwargs)
+
+        try:
+            response = _with_backoff(attempt, self.retries, self.backoff)
+        except requests.Timeout as e:
+            raise TimeoutError(f"{method} {url}: no answer within {self.timeout} s") from e
+        except requests.RequestException as e:
+            raise RuntimeError(
+                f"{method} {url}: cannot reach the kubelab jobs service after {len(attempts)} attempt(s): {e}"
+            ) from e
+        if response.status_code < 400:
+            return response
+        raise _error_for(method, url, response)
+
+
+def _with_backoff(call: Callable[[], T], retries: int, backoff: float) -> T:
+    """Run ``call``, retrying connection errors with exponential backoff and full jitter.
+
+    Only ``requests.ConnectionError`` is retried: the request did not get an answer, and the
+    service's operations are idempotent or detect a repeat (409 on submit).
+    """
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except requests.ConnectionError as e:
+            if attempt == retries:
+                raise
+            # Full jitter spreads many notebooks reconnecting after a hub restart.
+            delay = random.uniform(0, backoff * 2**attempt)  # noqa: S311 - jitter, not crypto
+            log.info("kubelab jobs service unreachable (%s); retrying in %.2f s", e.__class__.__name__, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _error_for(method: str, url: str, response: requests.Response) -> Exception:
+    """The exception for an error answer, carrying the service's message."""
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        # Not the service's JSON (a proxy's HTML page, say): keep a short excerpt for context.
+        body = {"message": response.text[:300].strip() or response.reason}
+    message = str(body.get("message") or response.reason)
+    error: Exception
+    if status in (400, 409):
+        field = body.get("field")
+        problem = message
+        match = _FIELD_MESSAGE.match(message)
+        if match and (field is None or match.group("field") == field):
+            field, problem = match.group("field"), match.group("problem")
+        if status == 409:
+            field = "name"
+        error = JobSpecError(str(field or "(body)"), problem)
+        error.status = status  # type: ignore[attr-defined]
+    elif status == 403:
+        error = PermissionError(message)
+    elif status == 404:
+        error = KeyError(message)
+    else:
+        error = RuntimeError(f"{method} {url}: {status} {response.reason}: {message}")
+    return error

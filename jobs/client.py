@@ -1,0 +1,162 @@
+"""``JobClient``: the notebook's handle on distributed jobs, a thin facade over one backend.
+
+Like the Kubeflow SDK's ``TrainerClient``, the user-facing object only picks a backend and turns
+keyword arguments into a validated :class:`~kubelab.jobs.spec.JobSpec`; everything else is the
+backend's (the hub's jobs service, or local processes for a dry run).
+
+Example::
+
+    from kubelab.jobs import JobClient
+
+    client = JobClient()                     # the hub's jobs service inside JupyterHub
+    client.submit(name="ddp", script="train.py", workers=2)
+    status = client.wait("ddp", timeout=600)
+    for line in client.logs("ddp", rank=0):
+        print(line)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from kubelab.jobs.backends.base import JobBackend
+from kubelab.jobs.spec import JobSpec, JobStatus
+
+BACKENDS = ("auto", "hub", "local")
+
+
+def make_backend(backend: str | JobBackend = "auto", **kwargs: Any) -> JobBackend:
+    """The backend a ``JobClient`` uses.
+
+    Args:
+        backend: ``"hub"`` (the jobs service, via ``JUPYTERHUB_API_URL``/``JUPYTERHUB_API_TOKEN``),
+            ``"local"`` (local processes), ``"auto"`` (hub when ``JUPYTERHUB_API_TOKEN`` is set,
+            i.e. inside a hub-spawned notebook, else local), or a ready ``JobBackend``.
+        **kwargs: Passed to the backend's constructor (``HubBackend`` or ``LocalBackend``).
+
+    Raises:
+        ValueError: An unknown backend name, or kwargs with a ready backend.
+    """
+    if isinstance(backend, JobBackend):
+        if kwargs:
+            raise ValueError(f"backend options {sorted(kwargs)} given with a ready backend {backend!r}")
+        return backend
+    if backend == "auto":
+        backend = "hub" if os.environ.get("JUPYTERHUB_API_TOKEN") else "local"
+    # Imported here so that the local backend never needs requests, nor the hub one subprocess setup.
+    if backend == "hub":
+        from kubelab.jobs.backends.hub import HubBackend
+
+        return HubBackend(**kwargs)
+    if backend == "local":
+        from kubelab.jobs.backends.local import LocalBackend
+
+        return LocalBackend(**kwargs)
+    raise ValueError(f"backend={backend!r} is not allowed; allowed: {', '.join(BACKENDS)} or a JobBackend")
+
+
+class JobClient:
+    """Submit, watch and cancel distributed training jobs.
+
+    Args:
+        backend: ``"auto"`` (default), ``"hub"``, ``"local"`` or a ``JobBackend`` instance
+            (see :func:`make_backend`).
+        **backend_options: Passed to the backend, e.g. ``api_url=``/``token=`` for the hub or
+            ``root=``/``workdir=`` for local processes.
+    """
+
+    def __init__(self, backend: str | JobBackend = "auto", **backend_options: Any) -> None:
+        self.backend = make_backend(backend, **backend_options)
+
+    def __repr__(self) -> str:
+        return f"JobClient({self.backend!r})"
+
+    def options(self) -> dict[str, Any]:
+        """What you may choose: frameworks, images, GPU classes with availability, limits and
+        your remaining GPU quota (the shape is in ``docs/jobs.md``)."""
+        return self.backend.options()
+
+    def submit(self, spec: JobSpec | Mapping[str, Any] | None = None, **fields: Any) -> JobStatus:
+        """Start a job from a ``JobSpec``, a dict of its fields, or keyword arguments.
+
+        Example: ``client.submit(name="ddp", script="train.py", workers=2)``.
+
+        Raises:
+            JobSpecError: A field is invalid or not allowed (``.field`` names it).
+            PermissionError: Group policy or the GPU quota refuses the job.
+            RuntimeError: The backend failed.
+        """
+        if spec is None:
+            spec = JobSpec.from_dict(fields)
+        elif fields:
+            raise TypeError("give either a spec or keyword fields, not both")
+        elif not isinstance(spec, JobSpec):
+            spec = JobSpec.from_dict(spec)
+        return self.backend.submit(spec)
+
+    def list(self, all_users: bool = False) -> list[JobStatus]:
+        """Your jobs, newest first (``all_users=True`` lists everyone's, for admins)."""
+        return self.backend.list(all_users=all_users)
+
+    def get(self, name: str) -> JobStatus:
+        """One job's status, per rank.
+
+        Raises:
+            KeyError: You have no job of that name.
+        """
+        return self.backend.get(name)
+
+    def logs(self, name: str, rank: int = 0, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        """Log lines of one rank; with ``follow`` the iterator ends when that rank ends.
+
+        Raises:
+            KeyError: You have no job of that name.
+        """
+        return self.backend.logs(name, rank=rank, follow=follow, tail=tail)
+
+    def cancel(self, name: str) -> None:
+        """Stop the job and remove everything it created.
+
+        Raises:
+            KeyError: You have no job of that name.
+        """
+        self.backend.cancel(name)
+
+    def wait(
+        self,
+        name: str,
+        timeout: float | None = None,
+        poll: float = 1.0,
+        max_poll: float = 15.0,
+    ) -> JobStatus:
+        """Wait until the job is Succeeded, Failed or Cancelled, and return its status.
+
+        Polls ``get`` every ``poll`` seconds at first, growing by half each time up to
+        ``max_poll``: a long job costs the service few requests, a short one is seen quickly.
+        It does not raise for a Failed job; look at ``status.phase``.
+
+        Raises:
+            TimeoutError: The job has not ended after ``timeout`` seconds (names the job and its phase).
+            KeyError: You have no job of that name (or it was cancelled and removed meanwhile).
+        """
+        start = time.monotonic()
+        interval = poll
+        while True:
+            status = self.get(name)
+            if status.done:
+                return status
+            elapsed = time.monotonic() - start
+            if timeout is not None and elapsed >= timeout:
+                raise TimeoutError(
+                    f"job {name!r} still {status.phase} after {timeout:g} s"
+                    + (f" ({status.message})" if status.message else "")
+                )
+            sleep = interval * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+            if timeout is not None:
+                sleep = min(sleep, max(0.0, timeout - elapsed))
+            time.sleep(sleep)
+            interval = min(max_poll, interval * 1.5)
