@@ -1,0 +1,110 @@
+"""Pure manifest builders, one module per engine, and the parent object that owns them all.
+
+Every job is one parent ConfigMap (``<id>``, holding the spec and, once the job ended, its final
+status) plus the engine's objects, each with an ownerReference to the parent: deleting the
+parent removes everything (cascade), which is how a job is cancelled.
+
+Usage::
+
+    ctx = BuildContext(user="alice", namespace="jobs", image="...")
+    parent = make_parent(spec, ctx, engine="plain")
+    # create parent, read its uid, then:
+    children = make_children(spec, ctx, engine="plain", owner=(parent_name, uid))
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from kubelab.hub_config.naming import ANNOTATION_USER
+from kubelab.jobs.builders import jobset, kubeflow, plain, trainer
+from kubelab.jobs.builders.common import (
+    ANNOTATION_ENGINE,
+    ANNOTATION_FILES,
+    COMPONENT_FILES,
+    COMPONENT_PARENT,
+    FILES_CONFIGMAP,
+    BuildContext,
+    check_files,
+    file_key,
+    files_description,
+    files_mode,
+    job_id,
+    labels,
+    spec_json,
+)
+from kubelab.jobs.spec import JobSpec
+
+Builder = Callable[[JobSpec, BuildContext, "str | None"], list[dict[str, Any]]]
+
+ENGINES: dict[str, Builder] = {
+    plain.ENGINE: plain.make_objects,
+    kubeflow.ENGINE: kubeflow.make_objects,
+    trainer.ENGINE: trainer.make_objects,
+    jobset.ENGINE: jobset.make_objects,
+}
+
+__all__ = ["ENGINES", "BuildContext", "check_files", "files_description", "files_mode", "job_id",
+           "make_children", "make_files_configmap", "make_parent", "owner_reference"]
+
+
+def make_parent(spec: JobSpec, ctx: BuildContext, engine: str) -> dict[str, Any]:
+    """The parent ConfigMap: the job's record (spec, engine, user) that owns every other object."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": job_id(ctx.user, spec.name),
+            "namespace": ctx.namespace,
+            "labels": labels(ctx.user, spec.name, component=COMPONENT_PARENT),
+            "annotations": {
+                ANNOTATION_USER: ctx.user,
+                ANNOTATION_ENGINE: engine,
+                ANNOTATION_FILES: files_description(ctx),
+            },
+        },
+        "data": {"spec.json": spec_json(spec), "queue": ctx.queue or ""},
+    }
+
+
+def make_files_configmap(spec: JobSpec, ctx: BuildContext) -> dict[str, Any] | None:
+    """The ConfigMap shipping the script's folder, when job pods can see neither home nor shared volume."""
+    if files_mode(ctx.home, ctx.shared) != FILES_CONFIGMAP or not ctx.files:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{job_id(ctx.user, spec.name)}-files",
+            "namespace": ctx.namespace,
+            "labels": labels(ctx.user, spec.name, component=COMPONENT_FILES),
+        },
+        "binaryData": {
+            file_key(i): base64.b64encode(ctx.files[path]).decode() for i, path in enumerate(sorted(ctx.files))
+        },
+    }
+
+
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    """An ownerReference to the parent ConfigMap ``name``."""
+    return {"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": uid}
+
+
+def make_children(spec: JobSpec, ctx: BuildContext, engine: str, owner: tuple[str, str]) -> list[dict[str, Any]]:
+    """Every object of the job except the parent, each owned by ``owner`` (name, uid), in creation order.
+
+    Raises:
+        KeyError: Unknown engine.
+        kubelab.jobs.spec.JobSpecError: The engine cannot run this spec (names the field).
+    """
+    files = make_files_configmap(spec, ctx)
+    objects = ([files] if files else []) + ENGINES[engine](spec, ctx, files["metadata"]["name"] if files else None)
+    out = []
+    for obj in objects:
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["ownerReferences"] = [owner_reference(*owner)]
+        out.append(obj)
+    return out

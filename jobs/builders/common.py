@@ -1,0 +1,306 @@
+"""Pieces every engine's builder shares: names, labels, the CONTRACT env, the trainer container,
+the volumes that let job pods see the user's files, and GPU placement (all pure).
+
+Builders take a :class:`BuildContext` (what the service decided: who, where, which image, which
+GPU class, how files are reached) and a validated :class:`~kubelab.jobs.spec.JobSpec`, and return
+plain dicts in the API's camelCase JSON, ready to POST.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubelab.hub_config.catalogue import GpuClass, HomeStorage, SharedStorage
+from kubelab.hub_config.naming import (
+    LABEL_JOB,
+    LABEL_RANK,
+    LABEL_USER,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    SIMULATE_ANNOTATION,
+    home_claim_name,
+    user_label,
+)
+from kubelab.jobs.spec import JobSpec, JobSpecError
+
+# Labels only the jobs service uses: which object is the job's parent (the record of the job).
+LABEL_COMPONENT = "kubelab.io/component"
+COMPONENT_PARENT = "job"
+COMPONENT_FILES = "job-files"
+COMPONENT_RANK = "rank"
+ANNOTATION_USERNAME = "kubelab.io/username"
+ANNOTATION_ENGINE = "kubelab.io/engine"
+ANNOTATION_FILES = "kubelab.io/files"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+CONTAINER_NAME = "trainer"
+ENTRYPOINT = ["python", "-m", "kubelab.jobs.entrypoint"]
+DEFAULT_PORTS = {"pytorch": 29500, "tensorflow": 2222, "mpi": 22, "replicas": 29500}
+MAX_FILES_BYTES = 1024 * 1024
+FILES_MOUNT_DIR = "/kubelab/files"
+
+# How job pods see the user's files (DESIGN.md, "Job pods see the user's files").
+FILES_HOME = "home"
+FILES_SHARED = "shared"
+FILES_CONFIGMAP = "configmap"
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What the service decided for one submission; builders only turn it into objects.
+
+    Attributes:
+        user: JupyterHub user name (labels use :func:`user_label` of it).
+        namespace: Namespace the job's objects go to.
+        image: Image reference (already resolved from the catalogue).
+        home: Home storage settings.
+        shared: The shared RWX volume, if the platform has one.
+        gpu_class: The GPU class of ``spec.gpu_class``, if any.
+        queue: Kueue LocalQueue, or None for no Kueue.
+        files: ``{relative path: bytes}`` of the script's folder, shipped as a ConfigMap when job pods
+            can see neither the home nor a shared volume.
+        max_runtime_seconds: The runtime limit in force (spec's, else the platform's).
+        rendezvous_timeout: Seconds the entrypoint waits for peers.
+        simulate: Mark pods ``kubelab.io/simulate: "true"`` (the process node then runs nothing; benchmarks).
+        extra_env: Environment added to every worker after the spec's (the service's own settings).
+    """
+
+    user: str
+    namespace: str
+    image: str
+    home: HomeStorage = field(default_factory=HomeStorage)
+    shared: SharedStorage | None = None
+    gpu_class: GpuClass | None = None
+    queue: str | None = None
+    files: Mapping[str, bytes] | None = None
+    max_runtime_seconds: int | None = None
+    rendezvous_timeout: int = 300
+    simulate: bool = False
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def job_id(user: str, name: str) -> str:
+    """The base name of every object of ``user``'s job ``name``: ``<name>-<6 hex>``.
+
+    The hash of (user, name) keeps names unique across users (``a-b`` of ``c`` vs ``a`` of
+    ``b-c``) while staying short enough for ``<id>-<rank>`` to be a pod hostname (≤ 63).
+    """
+    digest = hashlib.sha256(f"{user}\0{name}".encode()).hexdigest()[:6]
+    return f"{name}-{digest}"
+
+
+def labels(user: str, name: str, rank: int | None = None, component: str | None = None) -> dict[str, str]:
+    """The labels every object of a job carries (``naming.py``), plus rank and component."""
+    out = {
+        MANAGED_BY: MANAGED_BY_VALUE,
+        LABEL_USER: user_label(user),
+        LABEL_JOB: name,
+    }
+    if rank is not None:
+        out[LABEL_RANK] = str(rank)
+    if component is not None:
+        out[LABEL_COMPONENT] = component
+    return out
+
+
+def selector(user: str, name: str) -> str:
+    """Label selector matching every object of ``user``'s job ``name``."""
+    return ",".join(f"{k}={v}" for k, v in labels(user, name).items())
+
+
+def files_mode(home: HomeStorage, shared: SharedStorage | None) -> str:
+    """How job pods reach the user's files: mount an RWX home, else the shared RWX volume, else a ConfigMap.
+
+    An RWO home is never mounted into job pods: they may land on another node (Multi-Attach).
+    """
+    if home.access_mode == "ReadWriteMany":
+        return FILES_HOME
+    if shared is not None:
+        return FILES_SHARED
+    return FILES_CONFIGMAP
+
+
+def files_description(ctx: BuildContext) -> str:
+    """One line saying how job pods see the user's files (reported in the job's events)."""
+    mode = files_mode(ctx.home, ctx.shared)
+    if mode == FILES_HOME:
+        return f"files: home claim {home_claim_name(ctx.user)} mounted at {ctx.home.mount_path}"
+    if mode == FILES_SHARED:
+        assert ctx.shared is not None
+        return (f"files: home is {ctx.home.access_mode}, so the shared volume {ctx.shared.claim_name} is "
+                f"mounted at {ctx.shared.mount_path} (the home is not)")
+    count = len(ctx.files or {})
+    return (f"files: home is {ctx.home.access_mode} and there is no shared volume, so the script's folder "
+            f"({count} file(s)) was shipped as a ConfigMap at {ctx.home.mount_path}")
+
+
+def working_dir(ctx: BuildContext) -> str:
+    """Where the trainer runs: relative script paths are taken from the home (or the shared volume)."""
+    if files_mode(ctx.home, ctx.shared) == FILES_SHARED:
+        assert ctx.shared is not None
+        return ctx.shared.mount_path
+    return ctx.home.mount_path
+
+
+def check_files(spec: JobSpec, ctx: BuildContext) -> None:
+    """Check that job pods will see ``spec.script`` under the files mode in force.
+
+    Raises:
+        JobSpecError: ``script`` outside the shared volume with an RWO home, or ``files`` missing or
+            over 1 MiB when the folder must be shipped.
+    """
+    mode = files_mode(ctx.home, ctx.shared)
+    if mode == FILES_SHARED and spec.script and spec.script.startswith("/"):
+        assert ctx.shared is not None
+        if not spec.script.startswith(ctx.shared.mount_path.rstrip("/") + "/"):
+            raise JobSpecError(
+                "script", f"homes are {ctx.home.access_mode}, so job pods cannot see {spec.script}; "
+                f"put the script under the shared volume {ctx.shared.mount_path}"
+            )
+    if mode == FILES_CONFIGMAP and spec.script:
+        if not ctx.files:
+            raise JobSpecError(
+                "files", f"homes are {ctx.home.access_mode} and there is no shared volume: send the script's "
+                "folder in 'files' (at most 1 MiB)"
+            )
+        total = sum(len(v) for v in ctx.files.values())
+        if total > MAX_FILES_BYTES:
+            raise JobSpecError("files", f"the script's folder holds {total} bytes; at most {MAX_FILES_BYTES} (1 MiB)")
+        for path in ctx.files:
+            if path.startswith("/") or ".." in path.split("/") or not path:
+                raise JobSpecError("files", f"{path!r} must be a relative path inside the script's folder")
+
+
+def contract_env(spec: JobSpec, ctx: BuildContext, *, rank: int | str | None, peers: list[str],
+                 world_size: int | None = None, port: int | None = None) -> list[dict[str, Any]]:
+    """The CONTRACT.md environment as a container ``env`` list.
+
+    Args:
+        rank: The rank as a literal, or None when the caller adds ``KUBELAB_RANK`` itself (downward API).
+        peers: ``host[:port]`` of every worker in rank order.
+        world_size: Number of workers, default ``spec.workers``.
+        port: Base port, default the framework's.
+    """
+    values: dict[str, str] = {
+        "KUBELAB_JOB": spec.name,
+        "KUBELAB_FRAMEWORK": spec.framework,
+        "KUBELAB_WORLD_SIZE": str(world_size if world_size is not None else spec.workers),
+        "KUBELAB_NPROCS": str(spec.nprocs),
+        "KUBELAB_PEERS": ",".join(peers),
+        "KUBELAB_PORT": str(port or DEFAULT_PORTS[spec.framework]),
+        "KUBELAB_RENDEZVOUS_TIMEOUT": str(ctx.rendezvous_timeout),
+    }
+    if rank is not None:
+        values["KUBELAB_RANK"] = str(rank)
+    if spec.script:
+        values["KUBELAB_SCRIPT"] = spec.script
+    else:
+        assert spec.module is not None
+        values["KUBELAB_MODULE"] = spec.module
+    # The user's env first, so the contract's variables always win (a user cannot fake a rank).
+    env = [{"name": k, "value": v} for k, v in sorted(spec.env.items()) if k not in values]
+    env += [{"name": k, "value": v} for k, v in sorted(ctx.extra_env.items()) if k not in values]
+    env += [{"name": k, "value": v} for k, v in values.items()]
+    return env
+
+
+def resources(spec: JobSpec, ctx: BuildContext) -> dict[str, Any]:
+    """Requests and limits per worker; GPUs use the class's extended resource (requests == limits)."""
+    req: dict[str, Any] = {}
+    lim: dict[str, Any] = {}
+    if spec.cpu is not None:
+        req["cpu"] = lim["cpu"] = _cpu(spec.cpu)
+    if spec.memory is not None:
+        req["memory"] = lim["memory"] = spec.memory
+    if spec.gpus_per_worker:
+        assert ctx.gpu_class is not None
+        req[ctx.gpu_class.resource] = lim[ctx.gpu_class.resource] = str(spec.gpus_per_worker)
+    out: dict[str, Any] = {}
+    if req:
+        out["requests"] = req
+    if lim:
+        out["limits"] = lim
+    return out
+
+
+def _cpu(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{int(round(value * 1000))}m"
+
+
+def volumes(spec: JobSpec, ctx: BuildContext, files_configmap: str | None) -> tuple[list[dict], list[dict]]:
+    """(volumes, volumeMounts) giving the pod the user's files, per :func:`files_mode`."""
+    mode = files_mode(ctx.home, ctx.shared)
+    if mode == FILES_HOME:
+        return ([{"name": "home", "persistentVolumeClaim": {"claimName": home_claim_name(ctx.user)}}],
+                [{"name": "home", "mountPath": ctx.home.mount_path}])
+    if mode == FILES_SHARED:
+        assert ctx.shared is not None
+        return ([{"name": "shared", "persistentVolumeClaim": {"claimName": ctx.shared.claim_name}}],
+                [{"name": "shared", "mountPath": ctx.shared.mount_path}])
+    if not files_configmap or not ctx.files:
+        return [], []
+    items = [{"key": file_key(i), "path": path} for i, path in enumerate(sorted(ctx.files))]
+    return ([{"name": "files", "configMap": {"name": files_configmap, "items": items}}],
+            [{"name": "files", "mountPath": ctx.home.mount_path, "readOnly": True}])
+
+
+def file_key(index: int) -> str:
+    """ConfigMap key of the ``index``-th shipped file (keys cannot hold '/', so the path goes in ``items``)."""
+    return f"f{index:04d}"
+
+
+def placement(spec: JobSpec, ctx: BuildContext) -> dict[str, Any]:
+    """nodeSelector and tolerations of the GPU class (none on CPU)."""
+    if not spec.gpus_per_worker or ctx.gpu_class is None:
+        return {}
+    out: dict[str, Any] = {"nodeSelector": dict(ctx.gpu_class.node_selector)}
+    if ctx.gpu_class.tolerations:
+        out["tolerations"] = [dict(t) for t in ctx.gpu_class.tolerations]
+    return out
+
+
+def container(spec: JobSpec, ctx: BuildContext, env: list[dict[str, Any]], mounts: list[dict[str, Any]],
+              port: int | None = None) -> dict[str, Any]:
+    """The trainer container: the entrypoint, with the spec's args after ``--``."""
+    out: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": ctx.image,
+        "command": list(ENTRYPOINT),
+        "args": ["--", *spec.args],
+        "workingDir": working_dir(ctx),
+        "env": env,
+        "ports": [{"name": "rendezvous", "containerPort": port or DEFAULT_PORTS[spec.framework]}],
+    }
+    res = resources(spec, ctx)
+    if res:
+        out["resources"] = res
+    if mounts:
+        out["volumeMounts"] = mounts
+    return out
+
+
+def pod_spec(spec: JobSpec, ctx: BuildContext, cont: dict[str, Any], vols: list[dict[str, Any]],
+             restart_policy: str = "Never") -> dict[str, Any]:
+    """A pod spec with no Kubernetes credentials (the security model) and the GPU placement."""
+    out: dict[str, Any] = {
+        "restartPolicy": restart_policy,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "containers": [cont],
+    }
+    if vols:
+        out["volumes"] = vols
+    out.update(placement(spec, ctx))
+    return out
+
+
+def pod_annotations(ctx: BuildContext) -> dict[str, str]:
+    return {SIMULATE_ANNOTATION: "true"} if ctx.simulate else {}
+
+
+def spec_json(spec: JobSpec) -> str:
+    return json.dumps(spec.to_dict(), sort_keys=True)

@@ -1,0 +1,117 @@
+"""Kubeflow training-operator v1 engine: PyTorchJob, TFJob, MPIJob (``kubeflow.org/v1``).
+
+The operator creates the pods and a Service per pod (``<name>-<type>-<index>``); the builder
+still runs the kubelab entrypoint in every pod so that one CONTRACT env drives all engines. The
+rank comes from the operator's ``training.kubeflow.org/replica-index`` label through the downward
+API, plus ``KUBELAB_RANK_OFFSET`` for replica types after the first (PyTorchJob Workers follow the
+Master; MPIJob Workers follow the Launcher).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubelab.jobs.builders.common import (
+    COMPONENT_RANK,
+    KUEUE_QUEUE_LABEL,
+    BuildContext,
+    container,
+    contract_env,
+    job_id,
+    labels,
+    pod_annotations,
+    pod_spec,
+    volumes,
+)
+from kubelab.jobs.spec import JobSpec, JobSpecError
+
+ENGINE = "kubeflow-v1"
+API_VERSION = "kubeflow.org/v1"
+REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
+# The operators find the training container by these names.
+CONTAINER_NAMES = {"PyTorchJob": "pytorch", "TFJob": "tensorflow", "MPIJob": "mpi"}
+KINDS = {"pytorch": "PyTorchJob", "tensorflow": "TFJob", "mpi": "MPIJob", "replicas": "PyTorchJob"}
+
+
+def _rank_from_label(offset: int) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [{
+        "name": "KUBELAB_RANK",
+        "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{REPLICA_INDEX_LABEL}']"}},
+    }]
+    if offset:
+        env.append({"name": "KUBELAB_RANK_OFFSET", "value": str(offset)})
+    return env
+
+
+def _replica(spec: JobSpec, ctx: BuildContext, kind: str, replicas: int, env: list[dict[str, Any]],
+             files_configmap: str | None) -> dict[str, Any]:
+    vols, mounts = volumes(spec, ctx, files_configmap)
+    cont = container(spec, ctx, env, mounts)
+    cont["name"] = CONTAINER_NAMES[kind]
+    template: dict[str, Any] = {
+        "metadata": {"labels": labels(ctx.user, spec.name, component=COMPONENT_RANK)},
+        "spec": pod_spec(spec, ctx, cont, vols),
+    }
+    if pod_annotations(ctx):
+        template["metadata"]["annotations"] = pod_annotations(ctx)
+    return {"replicas": replicas, "restartPolicy": "Never", "template": template}
+
+
+def make_training_job(spec: JobSpec, ctx: BuildContext, files_configmap: str | None = None) -> dict[str, Any]:
+    """The PyTorchJob (pytorch, replicas), TFJob (tensorflow) or MPIJob (mpi) of ``spec``.
+
+    Raises:
+        JobSpecError: A framework this engine has no kind for.
+    """
+    try:
+        kind = KINDS[spec.framework]
+    except KeyError:
+        raise JobSpecError("framework", f"{spec.framework!r} has no Kubeflow v1 kind") from None
+    name = job_id(ctx.user, spec.name)
+    run_policy: dict[str, Any] = {"backoffLimit": spec.retries, "cleanPodPolicy": "All"}
+    if ctx.max_runtime_seconds:
+        run_policy["activeDeadlineSeconds"] = ctx.max_runtime_seconds
+    meta_labels = labels(ctx.user, spec.name)
+    if ctx.queue:
+        meta_labels[KUEUE_QUEUE_LABEL] = ctx.queue
+        run_policy["suspend"] = True
+
+    def env_for(first_rank: int, peers: list[str], world: int) -> list[dict[str, Any]]:
+        return _rank_from_label(first_rank) + contract_env(spec, ctx, rank=None, peers=peers, world_size=world)
+
+    body: dict[str, Any]
+    if kind == "PyTorchJob":
+        peers = [f"{name}-master-0"] + [f"{name}-worker-{i}" for i in range(spec.workers - 1)]
+        master_env = contract_env(spec, ctx, rank=0, peers=peers)
+        specs = {"Master": _replica(spec, ctx, kind, 1, master_env, files_configmap)}
+        if spec.workers > 1:
+            specs["Worker"] = _replica(spec, ctx, kind, spec.workers - 1, env_for(1, peers, spec.workers),
+                                       files_configmap)
+        body = {"pytorchReplicaSpecs": specs}
+    elif kind == "TFJob":
+        peers = [f"{name}-worker-{i}" for i in range(spec.workers)]
+        body = {"tfReplicaSpecs": {
+            "Worker": _replica(spec, ctx, kind, spec.workers, env_for(0, peers, spec.workers), files_configmap),
+        }}
+    else:
+        # The launcher is rank 0 and runs mpirun over the workers (ranks 1..W), which run sshd.
+        peers = [f"{name}-worker-{i}" for i in range(spec.workers)]
+        launcher_env = contract_env(spec, ctx, rank=0, peers=peers)
+        body = {
+            "slotsPerWorker": spec.nprocs,
+            "mpiReplicaSpecs": {
+                "Launcher": _replica(spec, ctx, kind, 1, launcher_env, files_configmap),
+                "Worker": _replica(spec, ctx, kind, spec.workers, env_for(1, peers, spec.workers), files_configmap),
+            },
+        }
+    body["runPolicy"] = run_policy
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": ctx.namespace, "labels": meta_labels},
+        "spec": body,
+    }
+
+
+def make_objects(spec: JobSpec, ctx: BuildContext, files_configmap: str | None = None) -> list[dict[str, Any]]:
+    return [make_training_job(spec, ctx, files_configmap)]

@@ -1,0 +1,97 @@
+"""Plain Kubernetes engine (works from 1.20 up): one batch/v1 Job per rank with a stable
+``hostname``/``subdomain``, a headless Service that makes ``<id>-<rank>.<id>`` resolve, and
+ownerReferences to the job's parent ConfigMap so that deleting the parent removes everything.
+
+Indexed Jobs would need 1.21+, so each rank is its own Job: a failed rank is then visible as its
+own Job condition, and the service tears the others down.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubelab.hub_config.naming import LABEL_JOB, LABEL_USER, user_label
+from kubelab.jobs.builders.common import (
+    COMPONENT_RANK,
+    DEFAULT_PORTS,
+    KUEUE_QUEUE_LABEL,
+    LABEL_COMPONENT,
+    BuildContext,
+    container,
+    contract_env,
+    job_id,
+    labels,
+    pod_annotations,
+    pod_spec,
+    volumes,
+)
+from kubelab.jobs.spec import JobSpec
+
+ENGINE = "plain"
+
+
+def peers(spec: JobSpec, user: str) -> list[str]:
+    """Stable DNS names ``<id>-<rank>.<id>`` of every rank, in rank order."""
+    jid = job_id(user, spec.name)
+    return [f"{jid}-{r}.{jid}" for r in range(spec.workers)]
+
+
+def make_headless_service(spec: JobSpec, ctx: BuildContext) -> dict[str, Any]:
+    """The headless Service whose name is every rank pod's ``subdomain``."""
+    jid = job_id(ctx.user, spec.name)
+    port = DEFAULT_PORTS[spec.framework]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": jid, "namespace": ctx.namespace, "labels": labels(ctx.user, spec.name)},
+        "spec": {
+            "clusterIP": "None",
+            # Peers must resolve before any rank is Ready: rendezvous happens before readiness.
+            "publishNotReadyAddresses": True,
+            "selector": {LABEL_USER: user_label(ctx.user), LABEL_JOB: spec.name, LABEL_COMPONENT: COMPONENT_RANK},
+            "ports": [{"name": "rendezvous", "port": port, "targetPort": port}],
+        },
+    }
+
+
+def make_rank_job(spec: JobSpec, ctx: BuildContext, rank: int, files_configmap: str | None = None) -> dict[str, Any]:
+    """The batch/v1 Job of one rank.
+
+    ``backoffLimit`` is the spec's retries; ``activeDeadlineSeconds`` the runtime limit. With a
+    Kueue queue the Job carries the queue label and starts suspended (Kueue admits it).
+    """
+    jid = job_id(ctx.user, spec.name)
+    vols, mounts = volumes(spec, ctx, files_configmap)
+    env = contract_env(spec, ctx, rank=rank, peers=peers(spec, ctx.user))
+    pod = pod_spec(spec, ctx, container(spec, ctx, env, mounts), vols)
+    pod["hostname"] = f"{jid}-{rank}"
+    pod["subdomain"] = jid
+    meta_labels = labels(ctx.user, spec.name, rank=rank, component=COMPONENT_RANK)
+    job_labels = dict(meta_labels)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.retries,
+        "completions": 1,
+        "parallelism": 1,
+        "template": {"metadata": {"labels": dict(meta_labels)}, "spec": pod},
+    }
+    annotations = pod_annotations(ctx)
+    if annotations:
+        job_spec["template"]["metadata"]["annotations"] = annotations
+    if ctx.max_runtime_seconds:
+        job_spec["activeDeadlineSeconds"] = ctx.max_runtime_seconds
+    if ctx.queue:
+        job_labels[KUEUE_QUEUE_LABEL] = ctx.queue
+        job_spec["suspend"] = True
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"{jid}-{rank}", "namespace": ctx.namespace, "labels": job_labels},
+        "spec": job_spec,
+    }
+
+
+def make_objects(spec: JobSpec, ctx: BuildContext, files_configmap: str | None = None) -> list[dict[str, Any]]:
+    """The headless Service and one Job per rank (the parent and its files are built elsewhere)."""
+    return [make_headless_service(spec, ctx)] + [
+        make_rank_job(spec, ctx, r, files_configmap) for r in range(spec.workers)
+    ]

@@ -1,0 +1,275 @@
+"""The trainer entrypoint: ``python -m kubelab.jobs.entrypoint [--dry-run] -- <args...>``.
+
+Every rank of every engine runs this. It reads the environment the builder (or the local backend)
+set, as ``jobs/CONTRACT.md`` describes, and launches the user's script the framework's way:
+``torchrun`` (as ``python -m torch.distributed.run``, a subprocess), ``TF_CONFIG``, ``mpirun`` or
+``horovodrun``, or the script directly for independent replicas.
+
+It imports only the standard library, so it runs in any trainer image and on a bare GPU machine
+with just ``PYTHONPATH`` set; torch is only ever imported by the launched subprocess.
+
+Before launching it waits, up to ``KUBELAB_RENDEZVOUS_TIMEOUT`` seconds, for the peers it needs
+(their names to resolve; the master's port to accept for torchrun workers; every sshd for the MPI
+launcher) and fails with a message naming the first unreachable peer, instead of hanging inside
+a collective.
+
+``KUBELAB_RANK_OFFSET`` (added to ``KUBELAB_RANK``, default 0) lets engines whose rank comes from a
+per-replica-type index (Kubeflow v1 Workers after the Master) keep one contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+DEFAULT_PORTS = {"pytorch": 29500, "tensorflow": 2222, "mpi": 22, "replicas": 29500}
+FRAMEWORKS = tuple(DEFAULT_PORTS)
+PREFIX = "kubelab-entrypoint"
+
+
+class EntrypointError(RuntimeError):
+    """The environment is wrong or a peer is unreachable; the message says which."""
+
+
+@dataclass
+class Launch:
+    """What to run: the command line, the env it adds, and the peers to wait for first.
+
+    Attributes:
+        argv: The command line.
+        env: Variables added to the inherited environment.
+        wait_resolve: Peers whose names must resolve before launching.
+        wait_connect: ``(host, port)`` that must accept a TCP connection before launching.
+        mpi_hostfile: Content of the MPI hostfile to write before launching (``{hostfile}`` in argv).
+    """
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    wait_resolve: list[str] = field(default_factory=list)
+    wait_connect: list[tuple[str, int]] = field(default_factory=list)
+    mpi_hostfile: str | None = None
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None = None, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise EntrypointError(f"{name} is not set; see jobs/CONTRACT.md")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise EntrypointError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise EntrypointError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def parse_peers(raw: str, default_port: int) -> list[tuple[str, int]]:
+    """Parse ``KUBELAB_PEERS`` (``host[:port],...``) into (host, port) pairs.
+
+    Raises:
+        EntrypointError: An empty entry or a bad port.
+    """
+    out = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            raise EntrypointError(f"KUBELAB_PEERS={raw!r} has an empty entry")
+        host, sep, port = item.rpartition(":")
+        if not sep:
+            host, port = item, str(default_port)
+        if not port.isdigit():
+            raise EntrypointError(f"KUBELAB_PEERS entry {item!r} has a bad port")
+        out.append((host, int(port)))
+    return out
+
+
+def visible_gpus(env: Mapping[str, str]) -> int:
+    """GPUs this process may use, from ``CUDA_VISIBLE_DEVICES`` (unset means none known)."""
+    raw = env.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if not raw or raw in ("-1", "none", "NoDevFiles"):
+        return 0
+    return len([d for d in raw.split(",") if d.strip()])
+
+
+def user_command(env: Mapping[str, str], args: Sequence[str], python: str) -> list[str]:
+    """``[python, script, args]`` or ``[python, -m, module, args]``.
+
+    Raises:
+        EntrypointError: Neither or both of ``KUBELAB_SCRIPT``/``KUBELAB_MODULE`` set.
+    """
+    script, module = env.get("KUBELAB_SCRIPT"), env.get("KUBELAB_MODULE")
+    if bool(script) == bool(module):
+        raise EntrypointError("set exactly one of KUBELAB_SCRIPT and KUBELAB_MODULE")
+    return [python, script, *args] if script else [python, "-m", str(module), *args]
+
+
+def plan(env: Mapping[str, str], args: Sequence[str], python: str = sys.executable) -> Launch:
+    """Compute the launch of this rank from the CONTRACT environment (pure).
+
+    Raises:
+        EntrypointError: A missing or invalid variable, or an NCCL setup that cannot work.
+    """
+    framework = env.get("KUBELAB_FRAMEWORK", "")
+    if framework not in FRAMEWORKS:
+        raise EntrypointError(f"KUBELAB_FRAMEWORK={framework!r}; allowed: {', '.join(FRAMEWORKS)}")
+    world = _int(env, "KUBELAB_WORLD_SIZE", minimum=1)
+    rank = _int(env, "KUBELAB_RANK") + _int(env, "KUBELAB_RANK_OFFSET", default=0)
+    if rank >= world:
+        raise EntrypointError(f"KUBELAB_RANK={rank} is outside 0..{world - 1} (KUBELAB_WORLD_SIZE={world})")
+    nprocs = _int(env, "KUBELAB_NPROCS", default=1, minimum=1)
+    port = _int(env, "KUBELAB_PORT", default=DEFAULT_PORTS[framework], minimum=1)
+    peers = parse_peers(env.get("KUBELAB_PEERS", "") or "localhost", port)
+    if len(peers) != world:
+        raise EntrypointError(f"KUBELAB_PEERS lists {len(peers)} peer(s) but KUBELAB_WORLD_SIZE={world}")
+    command = user_command(env, args, python)
+    others = [h for i, (h, _) in enumerate(peers) if i != rank]
+
+    if framework == "pytorch":
+        gpus = visible_gpus(env)
+        if gpus and nprocs > gpus and env.get("KUBELAB_BACKEND", "nccl") == "nccl":
+            # NCCL refuses two ranks on one GPU ("Duplicate GPU detected"); say so before it does.
+            raise EntrypointError(
+                f"NCCL needs one GPU per process: {nprocs} processes on {gpus} GPU(s) "
+                f"(CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')}); set procs_per_worker <= {gpus}, "
+                "or KUBELAB_BACKEND=gloo to share GPUs (about 40x slower)"
+            )
+        run = [python, "-m", "torch.distributed.run", f"--nproc_per_node={nprocs}"]
+        if world == 1:
+            run += ["--standalone", "--nnodes=1"]
+            launch = Launch(run + command[1:])
+        else:
+            master, master_port = peers[0]
+            run += [f"--nnodes={world}", f"--node_rank={rank}", f"--master_addr={master}",
+                    f"--master_port={master_port}"]
+            # Workers need the master's store to accept; the master needs the others' names to resolve.
+            launch = Launch(run + command[1:], wait_resolve=others,
+                            wait_connect=[] if rank == 0 else [(master, master_port)])
+        launch.env["KUBELAB_BACKEND"] = env.get("KUBELAB_BACKEND", "nccl" if gpus else "gloo")
+        return launch
+    if framework == "tensorflow":
+        tf_config = {"cluster": {"worker": [f"{h}:{p}" for h, p in peers]}, "task": {"type": "worker", "index": rank}}
+        return Launch(command, env={"TF_CONFIG": json.dumps(tf_config)}, wait_resolve=others)
+    if framework == "mpi":
+        launcher = env.get("KUBELAB_MPI_LAUNCHER", "mpirun")
+        if launcher not in ("mpirun", "horovodrun"):
+            raise EntrypointError(f"KUBELAB_MPI_LAUNCHER={launcher!r}; allowed: mpirun, horovodrun")
+        if rank != 0:
+            # Worker side: serve sshd in the foreground until the launcher is done.
+            return Launch(["/usr/sbin/sshd", "-D", "-e", "-p", str(peers[rank][1])])
+        total = world * nprocs
+        if launcher == "horovodrun":
+            hosts = ",".join(f"{h}:{nprocs}" for h, _ in peers)
+            argv = ["horovodrun", "-np", str(total), "-H", hosts, *command]
+            return Launch(argv, wait_connect=[(h, p) for h, p in peers[1:]])
+        hostfile = "".join(f"{h} slots={nprocs}\n" for h, _ in peers)
+        argv = ["mpirun", "-np", str(total), "--hostfile", "{hostfile}", *command]
+        return Launch(argv, env={"OMPI_MCA_plm_rsh_args": f"-p {peers[0][1]}"},
+                      wait_connect=[(h, p) for h, p in peers[1:]], mpi_hostfile=hostfile)
+    return Launch(command)
+
+
+def wait_for_peers(launch: Launch, timeout: float, sleep: float = 0.5) -> None:
+    """Wait until every peer in ``launch`` resolves / accepts, or fail naming the first that does not.
+
+    Raises:
+        EntrypointError: A peer is still unreachable after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    for host in launch.wait_resolve:
+        while True:
+            try:
+                socket.getaddrinfo(host, None)
+                break
+            except OSError as e:
+                if time.monotonic() >= deadline:
+                    raise EntrypointError(
+                        f"peer {host} did not resolve within {timeout:g}s (KUBELAB_RENDEZVOUS_TIMEOUT): {e}"
+                    ) from e
+                time.sleep(sleep)
+    for host, port in launch.wait_connect:
+        while True:
+            try:
+                with socket.create_connection((host, port), timeout=2):
+                    break
+            except OSError as e:
+                if time.monotonic() >= deadline:
+                    raise EntrypointError(
+                        f"peer {host}:{port} was unreachable for {timeout:g}s (KUBELAB_RENDEZVOUS_TIMEOUT): {e}"
+                    ) from e
+                time.sleep(sleep)
+
+
+def run(launch: Launch) -> int:
+    """Run ``launch`` as a child, forwarding SIGTERM/SIGINT so a cancel stops the training processes."""
+    env = dict(os.environ, **launch.env)
+    argv = list(launch.argv)
+    tmp = None
+    if launch.mpi_hostfile is not None:
+        tmp = tempfile.NamedTemporaryFile("w", prefix="kubelab-hostfile-", delete=False)
+        tmp.write(launch.mpi_hostfile)
+        tmp.close()
+        argv = [a.replace("{hostfile}", tmp.name) for a in argv]
+    if shutil.which(argv[0]) is None and not os.path.exists(argv[0]):
+        raise EntrypointError(f"{argv[0]} is not installed in this image")
+    child = subprocess.Popen(argv, env=env, start_new_session=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.killpg(child.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    try:
+        return child.wait()
+    finally:
+        if tmp is not None:
+            os.unlink(tmp.name)
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Entry point; returns the exit code (the child's, or 2 for a contract/rendezvous error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ if env is None else env
+    dry_run = False
+    while argv and argv[0] != "--":
+        flag = argv.pop(0)
+        if flag == "--dry-run":
+            dry_run = True
+        else:
+            print(f"{PREFIX}: unknown option {flag!r}; usage: python -m kubelab.jobs.entrypoint "
+                  "[--dry-run] -- <args...>", file=sys.stderr)
+            return 2
+    if argv and argv[0] == "--":
+        argv.pop(0)
+    try:
+        launch = plan(env, argv)
+        if dry_run:
+            print(json.dumps({"argv": launch.argv, "env": launch.env, "hostfile": launch.mpi_hostfile,
+                              "wait_resolve": launch.wait_resolve,
+                              "wait_connect": [f"{h}:{p}" for h, p in launch.wait_connect]}))
+            return 0
+        rank = int(env["KUBELAB_RANK"]) + int(env.get("KUBELAB_RANK_OFFSET") or 0)
+        print(f"{PREFIX}: job {env.get('KUBELAB_JOB', '?')} rank {rank} of {env['KUBELAB_WORLD_SIZE']}: "
+              f"{' '.join(launch.argv)}", file=sys.stderr, flush=True)
+        wait_for_peers(launch, float(_int(env, "KUBELAB_RENDEZVOUS_TIMEOUT", default=300, minimum=1)))
+        return run(launch)
+    except EntrypointError as e:
+        print(f"{PREFIX}: error: {e}", file=sys.stderr, flush=True)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
