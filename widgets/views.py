@@ -1,0 +1,149 @@
+"""The job list and job detail views as HTML, and the labels of the launcher's form.
+
+Pure functions of ``options()`` and ``JobStatus`` values: the ipywidgets launcher shows their
+HTML in ``HTML`` widgets, and the fallback ``_repr_html_`` (no ipywidgets) shows the same HTML,
+so both look alike and the rendering is tested without a kernel.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from html import escape
+from typing import Any
+
+from kubelab.jobs.spec import JobStatus
+
+PHASE_COLOURS = {
+    "Pending": "#8a6d00",
+    "Queued": "#8a6d00",
+    "Running": "#1565c0",
+    "Succeeded": "#2e7d32",
+    "Failed": "#b00020",
+    "Cancelled": "#616161",
+}
+TABLE_COLUMNS = ("Name", "Framework", "Workers", "Phase (per rank)", "Age", "GPUs")
+
+
+def phase_badge(phase: str, text: str | None = None) -> str:
+    """A coloured phase label; the colour is a hint only, the text always says the phase."""
+    colour = PHASE_COLOURS.get(phase, "#333")
+    return (f'<span class="kubelab-phase kubelab-phase-{escape(phase.lower())}" '
+            f'style="color:{colour};font-weight:600">{escape(text or phase)}</span>')
+
+
+def age(created: str | None, now: dt.datetime | None = None) -> str:
+    """``created`` (RFC 3339, UTC) as a short age: ``42s``, ``5m``, ``3h``, ``2d``."""
+    if not created:
+        return "-"
+    try:
+        then = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return "-"
+    now = now or dt.datetime.now(dt.UTC)
+    seconds = max(0, int((now - then).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def gpus_text(job: JobStatus) -> str:
+    """``"2 x 1 a100"`` or ``"-"`` for a CPU job."""
+    if not job.gpus_per_worker:
+        return "-"
+    return f"{job.workers} x {job.gpus_per_worker} {job.gpu_class or ''}".strip()
+
+
+def ranks_html(job: JobStatus) -> str:
+    """The phase of every rank: ``0 Running · 1 Pending``, or the job's phase if no ranks yet."""
+    if not job.ranks:
+        return phase_badge(job.phase)
+    return " · ".join(phase_badge(r.phase, f"{r.rank} {r.phase}") for r in job.ranks)
+
+
+def jobs_table_html(jobs: Iterable[JobStatus], now: dt.datetime | None = None) -> str:
+    """The job list: name, framework, workers, phase per rank, age, GPUs."""
+    jobs = list(jobs)
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{c}</th>" for c in TABLE_COLUMNS)
+    if not jobs:
+        body = f"<tr><td colspan='{len(TABLE_COLUMNS)}' style='padding:2px 8px'><i>No jobs yet.</i></td></tr>"
+    else:
+        rows = []
+        for job in jobs:
+            cells = (
+                f"<b>{escape(job.name)}</b> {phase_badge(job.phase)}",
+                escape(job.framework),
+                str(job.workers),
+                ranks_html(job),
+                age(job.created, now),
+                escape(gpus_text(job)),
+            )
+            tds = "".join(f"<td style='padding:2px 8px'>{c}</td>" for c in cells)
+            rows.append(f"<tr class='kubelab-job' data-job='{escape(job.name)}'>{tds}</tr>")
+        body = "".join(rows)
+    return f"<table class='kubelab-jobs'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def job_detail_html(job: JobStatus) -> str:
+    """One job: phase, message, each rank (pod, node, exit code), events and a failed rank's last lines."""
+    parts = [f"<div class='kubelab-job-detail'><b>{escape(job.name)}</b> {phase_badge(job.phase)} "
+             f"<span>({escape(job.engine)}, {escape(job.framework)}, user {escape(job.user)})</span>"]
+    if job.message:
+        parts.append(f"<div>{escape(job.message)}</div>")
+    rows = "".join(
+        f"<tr><td style='padding:0 8px'>{r.rank}</td><td style='padding:0 8px'>{phase_badge(r.phase)}</td>"
+        f"<td style='padding:0 8px'>{escape(r.pod or '-')}</td><td style='padding:0 8px'>{escape(r.node or '-')}</td>"
+        f"<td style='padding:0 8px'>{'-' if r.exit_code is None else r.exit_code}</td>"
+        f"<td style='padding:0 8px'>{escape(r.message)}</td></tr>"
+        for r in job.ranks
+    )
+    if rows:
+        parts.append("<table><thead><tr><th>rank</th><th>phase</th><th>pod</th><th>node</th><th>exit</th>"
+                     f"<th></th></tr></thead><tbody>{rows}</tbody></table>")
+    if job.failed_rank is not None:
+        parts.append(f"<div>Rank {job.failed_rank} failed; its last lines:</div>"
+                     f"<pre class='kubelab-last-logs'>{escape(chr(10).join(job.last_logs))}</pre>")
+    if job.events:
+        items = "".join(f"<li>{escape(e)}</li>" for e in job.events[-5:])
+        parts.append(f"<ul class='kubelab-events'>{items}</ul>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def gpu_class_label(gpu_class: Mapping[str, Any]) -> str:
+    """``"NVIDIA A100 80GB (3 of 8 free)"``: the dropdown shows availability with the name."""
+    name = str(gpu_class.get("display_name") or gpu_class.get("key"))
+    free, total = gpu_class.get("free"), gpu_class.get("allocatable")
+    if free is None or total is None:
+        return name
+    return f"{name} ({free} of {total} free)"
+
+
+def quota_text(options: Mapping[str, Any]) -> str:
+    """The GPU quota line: ``GPU quota: 1 of 2 in use (server 'gpu' (1 GPU)); 1 remaining``."""
+    quota = options.get("quota") or {}
+    used = quota.get("used_gpus") or 0
+    limit = quota.get("max_gpus")
+    users = ", ".join(quota.get("used_by") or [])
+    in_use = f" ({users})" if users else ""
+    if limit is None:
+        return f"GPU quota: unlimited; {used} in use{in_use}"
+    remaining = quota.get("remaining_gpus")
+    remaining = max(0, limit - used) if remaining is None else remaining
+    return f"GPU quota: {used} of {limit} in use{in_use}; {remaining} remaining"
+
+
+def options_html(options: Mapping[str, Any]) -> str:
+    """What the user may choose, for the fallback view without ipywidgets."""
+    gpu = ", ".join(escape(gpu_class_label(g)) for g in options.get("gpu_classes") or []) or "none"
+    images = ", ".join(escape(str(i.get("display_name") or i.get("key"))) for i in options.get("images") or [])
+    return (
+        "<ul class='kubelab-options'>"
+        f"<li>Frameworks: {escape(', '.join(options.get('frameworks') or []))}</li>"
+        f"<li>GPU classes: {gpu}</li>"
+        f"<li>Images: {images or 'the notebook image'}</li>"
+        f"<li>Workers: up to {escape(str(options.get('max_workers', '?')))}</li>"
+        f"<li>{escape(quota_text(options))}</li>"
+        "</ul>"
+    )
