@@ -1,0 +1,310 @@
+"""``up``/``down``/``status`` of a devcluster instance, and :func:`ensure_cluster` for Python callers."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+from kubelab.devcluster import pidfile, preflight
+from kubelab.devcluster.controlplane import (
+    COMPONENTS,
+    Layout,
+    Say,
+    component_commands,
+    etcd_binary,
+    prepare_state,
+    running_components,
+    start_daemon,
+    wait_for,
+)
+from kubelab.devcluster.netns import cleanup_pod_sandboxes, delete_bridge
+from kubelab.devcluster.settings import (
+    Instance,
+    binaries_dir,
+    cache_dir,
+    load_instance,
+    save_instance,
+    state_dir,
+)
+
+BUILD_SCRIPT = Path(__file__).with_name("build_k8s.sh")
+READY_TIMEOUT = 120.0
+
+
+class DevclusterError(RuntimeError):
+    """A condition ``up`` cannot proceed with; the message is one line naming what is missing."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterInfo:
+    """How to reach the cluster that tests and the demo use.
+
+    Attributes:
+        kubeconfig: The kubeconfig file.
+        host_ip: The address pods use to reach processes on this host (the bridge gateway).
+        external: True when ``KUBECONFIG`` pointed at some other cluster and nothing was started.
+        state: The devcluster's state folder (None for an external cluster).
+        started: True when this call started at least one daemon.
+    """
+
+    kubeconfig: Path
+    host_ip: str
+    external: bool
+    state: Path | None = None
+    started: bool = False
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def external_kubeconfig(layout: Layout) -> Path | None:
+    """The ``KUBECONFIG`` file when it is set and is not this devcluster's own kubeconfig."""
+    value = os.environ.get("KUBECONFIG", "")
+    if not value:
+        return None
+    first = Path(value.split(os.pathsep)[0]).expanduser()
+    if first.resolve() == layout.kubeconfig.resolve():
+        return None
+    return first
+
+
+def external_host_ip() -> str:
+    """Where pods of an external cluster reach this host: ``$KUBELAB_HOST_IP`` or this host's name."""
+    return os.environ.get("KUBELAB_HOST_IP") or socket.gethostbyname(socket.gethostname())
+
+
+def _apiserver_ready(instance: Instance, layout: Layout) -> bool:
+    ctx = ssl.create_default_context(cafile=str(layout.pki / "ca.crt"))
+    ctx.load_cert_chain(str(layout.pki / "admin.crt"), str(layout.pki / "admin.key"))
+    conn = http.client.HTTPSConnection("127.0.0.1", instance.apiserver_port, context=ctx, timeout=2)
+    try:
+        conn.request("GET", "/readyz")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def _etcd_ready(instance: Instance) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", instance.etcd_client_port, timeout=2)
+    try:
+        conn.request("GET", "/health")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def _cluster_ready(layout: Layout, node_names: list[str]) -> bool:
+    """Nodes Ready without the not-ready taint, and the ``default`` ServiceAccount exists."""
+    api = kubernetes.config.new_client_from_config(config_file=str(layout.kubeconfig))
+    try:
+        core = kubernetes.client.CoreV1Api(api)
+        nodes = {n.metadata.name: n for n in core.list_node(_request_timeout=5).items}
+        for name in node_names:
+            node = nodes.get(name)
+            if node is None or not node.status or not node.status.conditions:
+                return False
+            if not any(c.type == "Ready" and c.status == "True" for c in node.status.conditions):
+                return False
+            if any(t.key.startswith("node.kubernetes.io/not-ready") for t in node.spec.taints or []):
+                return False
+        core.read_namespaced_service_account("default", "default", _request_timeout=5)
+        return True
+    except ApiException:
+        return False
+    except OSError:
+        return False
+    finally:
+        api.close()
+
+
+def _preflight_binaries(cache: Path, bins: Path, say: Say) -> None:
+    """Build the Kubernetes binaries into the cache and install etcd when missing."""
+    apt_get = shutil.which("apt-get")
+    if etcd_binary() is None:
+        if msg := preflight.check_apt(apt_get, "etcd (Debian package etcd-server)"):
+            raise DevclusterError(msg)
+        say("installing etcd-server with apt-get")
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "etcd-server"],
+            check=True, stdout=subprocess.DEVNULL, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    if all((bins / b).exists() for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")):
+        return
+    if msg := preflight.check_apt(apt_get, f"the Kubernetes v1.20.2 binaries ({bins})"):
+        raise DevclusterError(msg)
+    free = preflight.free_bytes(cache)
+    if msg := preflight.check_disk(cache, free, preflight.BUILD_DISK_BYTES, "building Kubernetes v1.20.2"):
+        raise DevclusterError(msg)
+    say(f"building Kubernetes v1.20.2 into {bins} (about 7-10 minutes, once)")
+    started = time.monotonic()
+    proc = subprocess.run(["bash", str(BUILD_SCRIPT), str(bins)], text=True, check=False)
+    if proc.returncode != 0:
+        raise DevclusterError(f"building Kubernetes failed (exit {proc.returncode}); see the output above")
+    say(f"built Kubernetes in {time.monotonic() - started:.0f}s")
+
+
+def up(
+    state: Path | None = None,
+    cache: Path | None = None,
+    nodes: Path | None = None,
+    say: Say = _quiet,
+) -> ClusterInfo:
+    """Bring the devcluster up, or find it running (idempotent).
+
+    Args:
+        state: State folder; default ``$KUBELAB_STATE``.
+        cache: Cache folder; default ``$KUBELAB_CACHE``.
+        nodes: Node layout file; default ``$KUBELAB_DEVCLUSTER_NODES`` or the built-in layout.
+        say: Receives one progress line per step.
+
+    Returns:
+        How to reach the cluster.
+
+    Raises:
+        DevclusterError: A prerequisite is missing (root, apt-get, disk, a free port).
+        StartError: A daemon did not come up.
+    """
+    state = state or state_dir()
+    cache = cache or cache_dir()
+    layout = Layout(state)
+    if (external := external_kubeconfig(layout)) is not None:
+        say(f"KUBECONFIG points at {external}: using that cluster, starting nothing")
+        return ClusterInfo(kubeconfig=external, host_ip=external_host_ip(), external=True)
+    if msg := preflight.check_root(os.geteuid()):
+        raise DevclusterError(msg)
+    instance = load_instance(state)
+    running = running_components(layout)
+    missing = [name for name in COMPONENTS if running[name] is None]
+    info = ClusterInfo(layout.kubeconfig, instance.gateway, external=False, state=state, started=bool(missing))
+    if not missing:
+        say(f"devcluster already running (state {state}); nothing changed")
+        return info
+
+    t0 = time.monotonic()
+    bins = binaries_dir(cache)
+    _preflight_binaries(cache, bins, say)
+    if msg := preflight.check_tool("ip", "iproute2"):
+        raise DevclusterError(msg)
+    if msg := preflight.check_disk(
+        state, preflight.free_bytes(state), preflight.STATE_DISK_BYTES, "the devcluster's state"
+    ):
+        raise DevclusterError(msg)
+    ports = {
+        "etcd": [instance.etcd_client_port, instance.etcd_peer_port],
+        "kube-apiserver": [instance.apiserver_port],
+        "kube-controller-manager": [instance.controller_manager_port],
+        "kube-scheduler": [instance.scheduler_port],
+    }
+    for name in missing:
+        for port in ports.get(name, []):
+            if preflight.port_in_use(port):
+                raise DevclusterError(
+                    f"port {port} (for {name}) is taken by another process; stop it or pick another "
+                    f"instance with KUBELAB_DEVCLUSTER_INSTANCE=1..9 and its own KUBELAB_STATE"
+                )
+
+    save_instance(state, instance)
+    pki, specs = prepare_state(instance, layout, nodes)
+    say(f"PKI and kubeconfig ready in {state}")
+    commands = component_commands(instance, layout, bins, pki, etcd_binary() or "etcd")
+    checks = {
+        "etcd": lambda: _etcd_ready(instance),
+        "kube-apiserver": lambda: _apiserver_ready(instance, layout),
+    }
+    for name in COMPONENTS:
+        if name not in missing:
+            say(f"{name} already running (pid {running[name]})")
+            continue
+        pid = start_daemon(commands[name], layout.log(name), layout.pid(name))
+        if name in checks:
+            wait_for(name, checks[name], READY_TIMEOUT, layout.pid(name), layout.log(name))
+        say(f"{name} started (pid {pid})")
+    names = [s.name for s in specs]
+    wait_for(
+        "nodes Ready and default ServiceAccount",
+        lambda: _cluster_ready(layout, names),
+        READY_TIMEOUT, layout.pid("node-agent"), layout.log("node-agent"),
+    )
+    say(f"devcluster ready in {time.monotonic() - t0:.1f}s: nodes {', '.join(names)}; "
+        f"export KUBECONFIG={layout.kubeconfig}")
+    return info
+
+
+def down(state: Path | None = None, wipe: bool = False, say: Say = _quiet) -> None:
+    """Stop exactly the daemons recorded in the state's pid files, then any leftover pod processes.
+
+    Args:
+        state: State folder; default ``$KUBELAB_STATE``.
+        wipe: Also remove the state folder (PKI, etcd data, volumes, logs).
+        say: Receives one progress line per step.
+    """
+    state = state or state_dir()
+    layout = Layout(state)
+    if not state.exists():
+        say(f"nothing to stop: {state} does not exist")
+        return
+    instance = load_instance(state)
+    for name in reversed(COMPONENTS):
+        # The agent terminates its pods (grace periods included) before exiting; give it time.
+        timeout = 30.0 if name == "node-agent" else 10.0
+        if pidfile.stop(layout.pid(name), timeout=timeout):
+            say(f"stopped {name}")
+    leftovers = cleanup_pod_sandboxes(layout.agent_state)
+    if leftovers:
+        say(f"cleaned up {leftovers} leftover pod sandbox(es)")
+    delete_bridge(instance.bridge)
+    if wipe:
+        shutil.rmtree(state, ignore_errors=True)
+        say(f"removed {state}")
+
+
+def status(state: Path | None = None) -> tuple[bool, list[str]]:
+    """Report each daemon and the apiserver's health.
+
+    Returns:
+        ``(running, lines)``: running is True when every daemon runs and the apiserver is ready.
+    """
+    state = state or state_dir()
+    layout = Layout(state)
+    if (external := external_kubeconfig(layout)) is not None:
+        return True, [f"external cluster: KUBECONFIG={external}"]
+    if not state.exists():
+        return False, [f"devcluster stopped (no state at {state})"]
+    instance = load_instance(state)
+    running = running_components(layout)
+    lines = [f"{name}: {f'running (pid {pid})' if pid else 'stopped'}" for name, pid in running.items()]
+    ok = all(running.values()) and _apiserver_ready(instance, layout)
+    head = (
+        f"devcluster running: https://127.0.0.1:{instance.apiserver_port}, KUBECONFIG={layout.kubeconfig}, "
+        f"pods reach the host at {instance.gateway}"
+        if ok
+        else "devcluster not running"
+    )
+    return ok, [head, *lines]
+
+
+def ensure_cluster(state: Path | None = None, say: Say = _quiet) -> ClusterInfo:
+    """Return a usable cluster: ``$KUBECONFIG``'s if set, else the devcluster (started if needed).
+
+    This is what the pytest ``cluster`` fixture and ``make demo`` call.
+
+    Raises:
+        DevclusterError: A prerequisite is missing.
+        StartError: A daemon did not come up.
+    """
+    return up(state=state, say=say)

@@ -1,0 +1,419 @@
+"""One pod on the process node: its sandbox, its process, its restarts, its status and its end.
+
+A :class:`PodRunner` owns one pod from the moment it is bound to one of the
+agent's nodes until its API object is gone. It runs the first container's command
+in the pod's network namespace (through :mod:`kubelab.devcluster.podinit`),
+captures output into CRI-format log files, restarts per ``restartPolicy`` and, on
+deletion, sends SIGTERM to the process group and SIGKILL after the grace period,
+then deletes the pod object with grace 0, as the kubelet does.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from kubelab.devcluster import netns, pidfile
+from kubelab.devcluster.kubeletapi import LogNotFound, LogSource
+from kubelab.devcluster.logfile import LogWriter
+from kubelab.devcluster.nodes import node_resources
+from kubelab.devcluster.podenv import PodConfigError, command_line, resolve_env
+from kubelab.devcluster.podstatus import ContainerState, exit_reason, pod_status
+from kubelab.devcluster.volumes import materialise, mount_plan
+
+if TYPE_CHECKING:
+    from kubelab.devcluster.agent import Agent
+    from kubelab.devcluster.nodes import NodeSpec
+
+log = logging.getLogger(__name__)
+SIMULATE_ANNOTATION = "kubelab.io/simulate"
+STRATEGIC = "application/strategic-merge-patch+json"
+MAX_BACKOFF = 10.0
+
+
+def now() -> datetime.datetime:
+    """Aware UTC now."""
+    return datetime.datetime.now(datetime.UTC)
+
+
+def gpu_request(pod: dict[str, Any]) -> int:
+    """How many ``nvidia.com/gpu`` the pod's containers ask for (limits, else requests)."""
+    total = 0
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        res = c.get("resources") or {}
+        value = (res.get("limits") or {}).get("nvidia.com/gpu") or (res.get("requests") or {}).get("nvidia.com/gpu")
+        total += int(value or 0)
+    return total
+
+
+def is_simulated(pod: dict[str, Any]) -> bool:
+    """Whether the pod opted into simulated mode (Running with an address, no process)."""
+    return (pod["metadata"].get("annotations") or {}).get(SIMULATE_ANNOTATION, "").lower() == "true"
+
+
+def pod_dir_name(pod: dict[str, Any]) -> str:
+    """Folder name of a pod on the node: ``<ns>_<name>_<uid>``."""
+    meta = pod["metadata"]
+    return f"{meta['namespace']}_{meta['name']}_{meta['uid']}"
+
+
+class PodRunner:
+    """Runs one pod. All methods but :meth:`run` are called from the agent's informer thread.
+
+    Args:
+        agent: The agent (API access, address and GPU allocation, hosts files).
+        node: The node the pod is bound to.
+        pod: The pod as first seen.
+    """
+
+    def __init__(self, agent: Agent, node: NodeSpec, pod: dict[str, Any]) -> None:
+        self.agent = agent
+        self.node = node
+        self.pod = pod
+        self.uid: str = pod["metadata"]["uid"]
+        self.namespace: str = pod["metadata"]["namespace"]
+        self.name: str = pod["metadata"]["name"]
+        self.dir = agent.state / "pods" / pod_dir_name(pod)
+        self.simulated = is_simulated(pod)
+        self.ip: str | None = None
+        self.netns: str | None = None
+        self.gpus: list[int] = []
+        self.started = False
+        self.start_time = now()
+        containers = pod["spec"]["containers"]
+        self.states = [ContainerState(c["name"], c.get("image", "")) for c in containers]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.deleting = False
+        self.grace: float = 30.0
+        self.gone = False
+        self.finished = threading.Event()
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._main, name=f"pod-{self.namespace}/{self.name}", daemon=True)
+
+    # ---- called from the informer thread -------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the pod's thread."""
+        self.thread.start()
+
+    def update(self, pod: dict[str, Any]) -> None:
+        """Take the latest version of the pod; start termination when it is being deleted."""
+        self.pod = pod
+        meta = pod["metadata"]
+        if meta.get("deletionTimestamp") and not self.deleting:
+            grace = meta.get("deletionGracePeriodSeconds")
+            self.request_delete(float(grace if grace is not None else 30))
+
+    def request_delete(self, grace: float) -> None:
+        """SIGTERM the process group now and SIGKILL it after ``grace`` seconds."""
+        with self.lock:
+            self.deleting = True
+            self.grace = grace
+            proc = self.proc
+        self.wake.set()
+        if proc is not None and proc.returncode is None:
+            self._signal_group(proc.pid, signal.SIGTERM)
+            timer = threading.Timer(max(grace, 0.0), self._kill_if_alive, args=(proc,))
+            timer.daemon = True
+            timer.start()
+
+    def object_gone(self) -> None:
+        """The API object was removed (force delete): kill at once, clean up, stop."""
+        self.gone = True
+        self.request_delete(0)
+
+    def log_source(self, container: str, previous: bool) -> LogSource:
+        """The log of ``container`` (its current or previous instance), for the kubelet API.
+
+        Raises:
+            LogNotFound: Unknown container, or no such instance yet.
+        """
+        for index, state in enumerate(self.states):
+            if state.name != container:
+                continue
+            number = state.restart_count - (1 if previous else 0)
+            path = self.dir / "logs" / container / f"{number}.log"
+            if number < 0 or not path.exists():
+                if previous:
+                    raise LogNotFound(
+                        f'previous terminated container "{container}" in pod "{self.name}" not found', 400
+                    )
+                raise LogNotFound(
+                    f'container "{container}" in pod "{self.name}" is waiting to start: {state.reason}', 400
+                )
+
+            def live(index: int = index, number: int = number) -> bool:
+                st = self.states[index]
+                return st.restart_count == number and st.state == "running"
+
+            return LogSource(path, live)
+        raise LogNotFound(f'container "{container}" is not valid for pod "{self.name}"', 400)
+
+    # ---- the pod's own thread ------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            if (self.pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                # Finished before this agent started: keep its address until the object goes.
+                self.ip = self.agent.allocate_ip(self)
+                self._wait_for_deletion()
+                return
+            self._setup()
+            if self.simulated:
+                self._simulate()
+            else:
+                self._run_container()
+            self._wait_for_deletion()
+        except Exception:  # noqa: BLE001 - thread top level: log, then still clean up
+            log.exception("pod %s/%s: runner failed", self.namespace, self.name)
+        finally:
+            self._teardown()
+            self.agent.release(self)
+            self.finished.set()
+
+    def _setup(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "uid").write_text(self.uid + "\n")
+        self.ip = self.agent.allocate_ip(self)
+        self.gpus = self.agent.allocate_gpus(self)
+        recovered = [cs for cs in (self.pod.get("status") or {}).get("containerStatuses") or []
+                     if (cs.get("state") or {}).get("running") or (cs.get("state") or {}).get("terminated")]
+        for state, cs in zip(self.states, recovered, strict=False):
+            # A previous agent ran this pod and was stopped: the process is gone, count it as killed.
+            state.restart_count = cs.get("restartCount", 0) + 1
+            state.last_terminated = {"exitCode": 137, "reason": "Error", "message": "process node restarted"}
+        if recovered:
+            self.started = True
+        if not self.simulated:
+            self.netns = netns.create_sandbox(
+                self.uid, self.ip, self.agent.prefixlen, self.agent.bridge, self.agent.hosts_for(self)
+            )
+            (self.dir / "sandbox").write_text(self.netns + "\n")
+        self._patch_status()
+
+    def _simulate(self) -> None:
+        for state in self.states:
+            state.state, state.reason, state.started_at = "running", "", now()
+        self.started = True
+        self._patch_status()
+
+    def _restart_policy(self) -> str:
+        return self.pod["spec"].get("restartPolicy") or "Always"
+
+    def _run_container(self) -> None:
+        main = self.states[0]
+        if self.started and self._restart_policy() == "Never":
+            # Recovered after an agent restart: a Never pod cannot be run again.
+            main.state, main.exit_code, main.reason = "terminated", 137, "Error"
+            main.restart_count -= 1
+            main.finished_at = now()
+            self._patch_status()
+            return
+        while not self.deleting:
+            try:
+                spec_path = self._prepare()
+            except (PodConfigError, ApiException) as e:
+                message = str(e) if isinstance(e, PodConfigError) else f"API error: {e.reason}"
+                main.state, main.reason, main.message = "waiting", "CreateContainerConfigError", message
+                self._patch_status(message=message)
+                self.wake.wait(2.0)
+                self.wake.clear()
+                continue
+            code, sig = self._run_once(spec_path)
+            main.state, main.exit_code, main.signal = "terminated", code, sig
+            main.reason, main.message, main.finished_at = exit_reason(code), "", now()
+            for other in self.states[1:]:
+                other.state, other.exit_code, other.reason, other.finished_at = "terminated", code, main.reason, now()
+            if self.deleting:
+                break
+            policy = self._restart_policy()
+            if policy == "Never" or (policy == "OnFailure" and code == 0):
+                break
+            self._patch_status()
+            delay = min(MAX_BACKOFF, 0.5 * 2 ** min(main.restart_count, 8))
+            last = main.terminated_dict(f"kubelab://{self.uid[:8]}-{main.name}-{main.restart_count}")
+            main.state, main.reason, main.message = "waiting", "CrashLoopBackOff", f"back-off {delay:.0f}s"
+            main.last_terminated = last
+            main.restart_count += 1
+            for other in self.states[1:]:
+                other.restart_count = main.restart_count
+            self._patch_status()
+            self.wake.wait(delay)
+            self.wake.clear()
+        self._patch_status()
+
+    def _prepare(self) -> Path:
+        """Resolve env, volumes and the command; write the launcher's spec file."""
+        pod = json.loads(json.dumps(self.pod))
+        pod.setdefault("status", {}).update(
+            {"podIP": self.ip, "podIPs": [{"ip": self.ip}], "hostIP": self.agent.host_ip}
+        )
+        container = pod["spec"]["containers"][0]
+        hostname = pod["spec"].get("hostname") or self.name
+        base = {
+            "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": "/root",
+            "HOSTNAME": hostname,
+        }
+        if self.gpus:
+            indices = ",".join(map(str, self.gpus))
+            base["NVIDIA_VISIBLE_DEVICES"] = indices
+            base["CUDA_VISIBLE_DEVICES"] = indices
+        env = resolve_env(
+            pod, container, self.agent.configmap_data(self.namespace), self.agent.secret_data(self.namespace),
+            node_resources(self.node), base,
+        )
+        argv = command_line(container, env)
+        volume_paths = materialise(
+            pod, self.dir, self.agent.configmap_data(self.namespace), self.agent.secret_data(self.namespace),
+            self.agent.claim_path(self.namespace),
+        )
+        mounts = mount_plan(container, volume_paths, env)
+        spec = {
+            "argv": argv, "env": env, "cwd": container.get("workingDir"), "hostname": hostname[:63],
+            "mounts": [{"source": m.source, "target": m.target, "read_only": m.read_only} for m in mounts],
+        }
+        path = self.dir / "launch.json"
+        path.write_text(json.dumps(spec))
+        path.chmod(0o600)
+        return path
+
+    def _run_once(self, spec_path: Path) -> tuple[int, int | None]:
+        """Run the container process once; return ``(exit code, killing signal)``."""
+        main = self.states[0]
+        writer = LogWriter(self.dir / "logs" / main.name / f"{main.restart_count}.log")
+        for other in self.states[1:]:
+            (self.dir / "logs" / other.name).mkdir(parents=True, exist_ok=True)
+            (self.dir / "logs" / other.name / f"{other.restart_count}.log").touch()
+        argv = ["ip", "netns", "exec", self.netns or "", sys.executable, "-m", "kubelab.devcluster.podinit",
+                str(spec_path)]
+        with self.lock:
+            if self.deleting:
+                writer.close()
+                return 137, signal.SIGKILL
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                start_new_session=True, close_fds=True,
+            )
+            self.proc = proc
+        pidfile.write(self.dir / "pid", proc.pid)
+        start = pidfile.process_start_time(proc.pid) or 0
+        self.started = True
+        main.state, main.reason, main.message, main.started_at = "running", "", "", now()
+        main.exit_code = main.signal = None
+        main.finished_at = None
+        for other in self.states[1:]:
+            other.state, other.reason, other.started_at = "running", "", main.started_at
+        self._patch_status()
+        readers = [
+            threading.Thread(target=self._pump, args=(stream, name, writer), daemon=True)
+            for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
+        ]
+        for r in readers:
+            r.start()
+        # Wait without reaping, so the group id stays ours while we kill what the process left behind.
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        netns.kill_process_group(proc.pid, start)
+        status = proc.wait()
+        for r in readers:
+            r.join(timeout=5)
+        writer.close()
+        (self.dir / "pid").unlink(missing_ok=True)
+        with self.lock:
+            self.proc = None
+        if status < 0:
+            return 128 - status, -status
+        return status, None
+
+    @staticmethod
+    def _pump(stream: Any, name: str, writer: LogWriter) -> None:
+        fd = stream.fileno()
+        while chunk := os.read(fd, 65536):
+            writer.write(name, chunk)
+        stream.close()
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: int) -> None:
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _kill_if_alive(self, proc: subprocess.Popen[bytes]) -> None:
+        # returncode, not poll(): only the pod's thread may reap, or it would lose the exit status.
+        if proc.returncode is None:
+            self._signal_group(proc.pid, signal.SIGKILL)
+
+    def _wait_for_deletion(self) -> None:
+        """Keep the (finished) pod until its object is deleted, then delete it with grace 0."""
+        self._teardown_sandbox()
+        self.agent.release_gpus(self)
+        while not self.deleting:
+            self.wake.wait(30)
+            self.wake.clear()
+        if not self.gone:
+            self._delete_object()
+
+    def _delete_object(self) -> None:
+        body = client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid=self.uid))
+        try:
+            self.agent.core.delete_namespaced_pod(self.name, self.namespace, body=body, grace_period_seconds=0)
+        except ApiException as e:
+            if e.status not in (404, 409):
+                raise
+
+    def _teardown_sandbox(self) -> None:
+        if self.netns:
+            netns.delete_sandbox(self.uid)
+            (self.dir / "sandbox").unlink(missing_ok=True)
+            self.netns = None
+
+    def _teardown(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            self._signal_group(proc.pid, signal.SIGKILL)
+        self._teardown_sandbox()
+
+    def stop_for_shutdown(self, timeout: float) -> None:
+        """Agent shutdown: SIGTERM the process group, SIGKILL after ``timeout``, remove the sandbox."""
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            self._signal_group(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while proc.returncode is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self._signal_group(proc.pid, signal.SIGKILL)
+        entry = pidfile.read(self.dir / "pid")
+        if entry is not None:
+            netns.kill_process_group(*entry)
+            (self.dir / "pid").unlink(missing_ok=True)
+        self._teardown_sandbox()
+
+    def _patch_status(self, message: str = "") -> None:
+        if self.gone:
+            return
+        status = pod_status(self.pod, self.states, self.ip, self.agent.host_ip, self.start_time, self.started,
+                            now(), message)
+        try:
+            self.agent.core.patch_namespaced_pod_status(
+                self.name, self.namespace, {"status": status}, _content_type=STRATEGIC
+            )
+        except ApiException as e:
+            if e.status == 404:
+                self.gone = True
+                self.deleting = True
+                return
+            log.warning("pod %s/%s: status patch failed: %s %s", self.namespace, self.name, e.status, e.reason)
