@@ -39,7 +39,8 @@ from typing import IO, Any
 from kubelab.jobs.backends.base import JobBackend
 from kubelab.jobs.spec import FRAMEWORKS, JobSpec, JobSpecError, JobStatus, RankStatus
 
-_LAST_LOG_LINES = 20
+# torchrun ends a failed rank with a ~25-line summary; keep enough to see the cause above it.
+_LAST_LOG_LINES = 50
 #: Seconds between SIGTERM and SIGKILL when stopping a rank, like a pod's grace period.
 GRACE_SECONDS = 5.0
 _POLL_SECONDS = 0.1
@@ -360,6 +361,9 @@ class LocalBackend(JobBackend):
             if job.stopping is None:
                 job.stopping = why
             procs = list(job.procs)
+        # The entrypoint starts torchrun/mpirun in a session of its own and forwards SIGTERM to it;
+        # note every descendant now, so that none outlives a rank that had to be SIGKILLed.
+        tree = [pid for proc in procs if proc.poll() is None for pid in descendants(proc.pid)]
         for proc in procs:
             if proc.poll() is None:
                 _signal_group(proc, signal.SIGTERM)
@@ -370,9 +374,12 @@ class LocalBackend(JobBackend):
             except subprocess.TimeoutExpired:
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait()
-        # torchrun's workers share the group; kill stragglers whose parent already exited.
         for proc in procs:
             _signal_group(proc, signal.SIGKILL)
+        for pid in tree:
+            # Still there after its rank ended: orphaned by a SIGKILL, or it ignored SIGTERM.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         with job.lock:
             for rank, proc in enumerate(procs):
                 status = job.status.ranks[rank]
@@ -430,6 +437,22 @@ class LocalBackend(JobBackend):
         """A copy, so a caller never sees the monitor change a status under its feet."""
         with job.lock:
             return JobStatus.from_dict(job.status.to_dict())
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from ``/proc/<pid>/task/*/children`` (Linux; [] elsewhere)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                kids = [int(c) for c in children.read_text().split()]
+            except OSError:  # the task ended while we looked
+                continue
+            found.extend(kids)
+            todo.extend(kids)
+    return found
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
