@@ -36,6 +36,8 @@ ANNOTATION_USERNAME = "kubelab.io/username"
 ANNOTATION_ENGINE = "kubelab.io/engine"
 ANNOTATION_FILES = "kubelab.io/files"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# Same key as kubelab.spawner.records.ANNOTATION_GROUPS; the quota ledger counts group usage by it.
+ANNOTATION_GROUPS = "kubelab.io/groups"
 
 CONTAINER_NAME = "trainer"
 ENTRYPOINT = ["python", "-m", "kubelab.jobs.entrypoint"]
@@ -67,6 +69,7 @@ class BuildContext:
         rendezvous_timeout: Seconds the entrypoint waits for peers.
         simulate: Mark pods ``kubelab.io/simulate: "true"`` (the process node then runs nothing; benchmarks).
         extra_env: Environment added to every worker after the spec's (the service's own settings).
+        groups: The user's groups, written on pods so that group GPU quotas count the job.
     """
 
     user: str
@@ -81,6 +84,7 @@ class BuildContext:
     rendezvous_timeout: int = 300
     simulate: bool = False
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    groups: tuple[str, ...] = ()
 
 
 def job_id(user: str, name: str) -> str:
@@ -299,7 +303,11 @@ def pod_spec(spec: JobSpec, ctx: BuildContext, cont: dict[str, Any], vols: list[
 
 
 def pod_annotations(ctx: BuildContext) -> dict[str, str]:
-    return {SIMULATE_ANNOTATION: "true"} if ctx.simulate else {}
+    """Pod annotations: the owner's groups (group quotas count pods by them) and simulate mode."""
+    out = {ANNOTATION_GROUPS: ",".join(sorted(ctx.groups))} if ctx.groups else {}
+    if ctx.simulate:
+        out[SIMULATE_ANNOTATION] = "true"
+    return out
 
 
 def spec_json(spec: JobSpec) -> str:
