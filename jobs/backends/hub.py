@@ -18,6 +18,7 @@ other    :class:`RuntimeError` with method, URL and the service's message
 from __future__ import annotations
 
 import base64
+import codecs
 import logging
 import os
 import random
@@ -179,9 +180,7 @@ class HubBackend(JobBackend):
             timeout=(self.timeout, None) if follow else self.timeout,
         )
         try:
-            # decode_unicode with the declared utf-8 charset; a partial line at the end is yielded too.
-            for line in response.iter_lines(decode_unicode=True, delimiter="\n"):
-                yield line.rstrip("\r")
+            yield from _lines(response.iter_content(chunk_size=None))
         except requests.RequestException as e:
             raise RuntimeError(f"logs of job {name!r} rank {rank}: stream broke: {e}") from e
         finally:
@@ -260,6 +259,24 @@ class HubBackend(JobBackend):
         if response.status_code < 400:
             return response
         raise _error_for(method, url, response)
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    """Split a byte stream into lines as the chunks arrive (UTF-8, as the service declares).
+
+    Not ``Response.iter_lines``: with a delimiter it yields a spurious empty line whenever a
+    chunk ends exactly at one, which is every chunk of a followed log.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    for chunk in chunks:
+        pending += decoder.decode(chunk)
+        *complete, pending = pending.split("\n")
+        for line in complete:
+            yield line.rstrip("\r")
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending.rstrip("\r")
 
 
 def _with_backoff(call: Callable[[], T], retries: int, backoff: float) -> T:
