@@ -1,0 +1,36 @@
+"""One call that wires LabSpawner into a JupyterHub config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubelab.hub_config.catalogue import Catalogue
+
+from .handlers import availability_handlers
+
+
+def configure_hub(c: Any, catalogue: Catalogue) -> None:
+    """Set what the spawner needs in a ``jupyterhub_config.py``.
+
+    Sets ``JupyterHub.spawner_class``, ``LabSpawner.catalogue``, the availability handlers
+    (appended to ``JupyterHub.extra_handlers``), named servers up to the catalogue's
+    ``defaults.maxNamedServers``, and a start timeout that leaves room for image pulls.
+    Call it after loading the catalogue, so a bad catalogue stops the hub before anything starts::
+
+        from kubelab.hub_config.catalogue import load_catalogue
+        from kubelab.spawner import configure_hub
+        configure_hub(c, load_catalogue(os.environ["KUBELAB_CONFIG"]))
+
+    Args:
+        c: The traitlets config object (``c`` in ``jupyterhub_config.py``).
+        catalogue: The loaded catalogue.
+    """
+    from .spawner import LabSpawner
+
+    c.JupyterHub.spawner_class = LabSpawner
+    c.LabSpawner.catalogue = catalogue
+    c.JupyterHub.extra_handlers.extend(availability_handlers(catalogue))
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = catalogue.max_named_servers
+    # fail-fast ends refused spawns in seconds; this bound is only for slow image pulls
+    c.LabSpawner.start_timeout = 600

@@ -1,0 +1,247 @@
+"""The profile picker: per-profile views (shared with the JSON endpoint) and the server-rendered form.
+
+The form works without JavaScript: radio buttons pick the profile, each profile has its own image
+and GPU-count selects (``image--<slug>``, ``gpus--<slug>``), and choices that cannot start now are
+disabled with the reason next to them. A few lines of vanilla JS refresh the numbers from the JSON
+endpoint every 15 s and enable/disable choices accordingly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from html import escape
+from typing import Any
+
+from kubelab.hub_config.catalogue import Catalogue, Profile
+
+from .availability import ClassAvailability, unfit_reason
+from .objects import quantity_bytes
+from .options import FORM_SEPARATOR
+
+
+@dataclass(frozen=True)
+class CountChoice:
+    """One GPU count of a profile: whether it can start now, and why not."""
+
+    count: int
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ProfileView:
+    """A profile as the picker and ``/api/kubelab/availability`` show it."""
+
+    slug: str
+    name: str
+    description: str
+    kind: str  # "cpu" or "gpu"
+    resources: str
+    images: list[dict[str, str]]
+    gpu_class: str | None = None
+    gpu_display_name: str | None = None
+    availability: str | None = None
+    free: int | None = None
+    total: int | None = None
+    counts: list[CountChoice] = field(default_factory=list)
+    reason: str | None = None
+    default: bool = False
+
+    @property
+    def available(self) -> bool:
+        """Whether at least one choice of this profile can start now."""
+        return self.reason is None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        out = asdict(self)
+        out["available"] = self.available
+        return out
+
+
+def _gib(value: str | None) -> str:
+    n = quantity_bytes(value)
+    return f"{n / 2**30:g} GiB" if n else ""
+
+
+def _resources(p: Profile) -> str:
+    cpu = ""
+    if p.cpu_limit is not None:
+        cpu = f"{p.cpu_guarantee:g}–{p.cpu_limit:g} CPU" if p.cpu_guarantee not in (None, p.cpu_limit) else f"{p.cpu_limit:g} CPU"
+    mem = ""
+    if p.mem_limit:
+        mem = f"{_gib(p.mem_guarantee)}–{_gib(p.mem_limit)}" if p.mem_guarantee not in (None, p.mem_limit) else _gib(p.mem_limit)
+    return ", ".join(x for x in (cpu, mem) if x)
+
+
+def profile_views(
+    profiles: Sequence[Profile],
+    catalogue: Catalogue,
+    availability: Mapping[str, ClassAvailability],
+    gpus_remaining: int | None = None,
+) -> list[ProfileView]:
+    """Build the picker's view of ``profiles`` with live availability and quota.
+
+    Args:
+        profiles: Profiles the user may use.
+        catalogue: The catalogue (images, GPU classes).
+        availability: :func:`~kubelab.spawner.availability.gpu_availability` output.
+        gpus_remaining: GPUs the user's quota still allows (None: unlimited).
+    """
+    views = []
+    for p in profiles:
+        images = [{"key": k, "name": catalogue.images[k].display_name} for k in p.images]
+        if p.gpu is None:
+            views.append(ProfileView(p.slug, p.name, p.description, "cpu", _resources(p), images, default=p.default))
+            continue
+        cls = catalogue.gpu_classes[p.gpu.gpu_class]
+        av = availability.get(cls.key)
+        counts = []
+        for n in p.gpu.counts:
+            reason = unfit_reason(n, av)
+            if reason is None and gpus_remaining is not None and n > gpus_remaining:
+                reason = f"your GPU quota allows {gpus_remaining} more"
+            counts.append(CountChoice(n, reason))
+        usable = [c for c in counts if c.reason is None]
+        views.append(
+            ProfileView(
+                p.slug, p.name, p.description, "gpu", _resources(p), images,
+                gpu_class=cls.key,
+                gpu_display_name=cls.display_name,
+                availability=av.summary() if av else f"0 of 0 {cls.display_name} free",
+                free=av.free if av else 0,
+                total=av.allocatable if av else 0,
+                counts=counts,
+                reason=None if usable else counts[0].reason,
+                default=p.default,
+            )
+        )
+    return views
+
+
+_STYLE = """
+<style>
+.kl-group{border:0;padding:0;margin:0 0 1.2em}
+.kl-group>legend{font-size:1.1em;font-weight:600;border:0;margin-bottom:.4em}
+.kl-profile{display:block;border:1px solid #ccc;border-radius:6px;padding:.7em .9em;margin:.4em 0}
+.kl-profile:focus-within{outline:2px solid #1f6feb}
+.kl-profile.kl-off{opacity:.55}
+.kl-head{display:flex;gap:.6em;align-items:baseline;flex-wrap:wrap}
+.kl-name{font-weight:600}
+.kl-avail{margin-left:auto;font-variant-numeric:tabular-nums}
+.kl-reason{color:#a40000}
+.kl-choices{display:flex;gap:1.2em;margin-top:.4em;flex-wrap:wrap}
+.kl-choices label{font-weight:normal}
+</style>
+"""
+
+_SCRIPT = """
+<script>
+(function () {
+  // Refresh availability without a reload; the server re-checks everything on submit anyway.
+  var url = %(url)s;
+  function apply(data) {
+    (data.profiles || []).forEach(function (p) {
+      var box = document.getElementById("kl-profile-" + p.slug);
+      if (!box) return;
+      var av = box.querySelector(".kl-avail");
+      if (av && p.availability) av.textContent = p.availability;
+      var why = box.querySelector(".kl-reason");
+      if (why) why.textContent = p.reason ? "Unavailable: " + p.reason : "";
+      box.classList.toggle("kl-off", !p.available);
+      var radio = box.querySelector("input[name=profile]");
+      if (radio) radio.disabled = !p.available;
+      (p.counts || []).forEach(function (c) {
+        var opt = box.querySelector("option[data-count='" + c.count + "']");
+        if (!opt) return;
+        opt.disabled = !!c.reason;
+        opt.textContent = c.count + " GPU" + (c.count === 1 ? "" : "s") + (c.reason ? " (" + c.reason + ")" : "");
+      });
+    });
+  }
+  function tick() {
+    fetch(url, {credentials: "same-origin"}).then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (d) { if (d) apply(d); }).catch(function () {});
+  }
+  setInterval(tick, 15000);
+})();
+</script>
+"""
+
+
+def _option(value: str, label: str, *, selected: bool, disabled: bool = False, extra: str = "") -> str:
+    return (
+        f'<option value="{escape(value)}"{extra}{" selected" if selected else ""}{" disabled" if disabled else ""}>'
+        f"{escape(label)}</option>"
+    )
+
+
+def render_form(views: Sequence[ProfileView], last: Mapping[str, Any] | None, refresh_url: str) -> str:
+    """The picker's HTML (goes inside JupyterHub's spawn ``<form>``).
+
+    Args:
+        views: :func:`profile_views` output.
+        last: The user's last ``user_options`` (pre-selected when still valid and available).
+        refresh_url: URL of the per-user availability JSON.
+    """
+    last = dict(last or {})
+    by_slug = {v.slug: v for v in views}
+    chosen = last.get("profile") if last.get("profile") in by_slug and by_slug[last["profile"]].available else None
+    if chosen is None:
+        usable = [v for v in views if v.available]
+        chosen = next((v.slug for v in usable if v.default), usable[0].slug if usable else None)
+    parts = [_STYLE, '<div class="kl-picker">']
+    if not views:
+        parts.append("<p>No server profile is available to your groups. Ask your administrator.</p>")
+    for kind, title in (("cpu", "CPU servers"), ("gpu", "GPU servers")):
+        group = [v for v in views if v.kind == kind]
+        if not group:
+            continue
+        parts.append(f'<fieldset class="kl-group" id="kl-group-{kind}"><legend>{title}</legend>')
+        for v in group:
+            is_chosen = v.slug == chosen
+            off = "" if v.available else " kl-off"
+            parts.append(f'<div class="kl-profile{off}" id="kl-profile-{escape(v.slug)}">')
+            rid = f"kl-radio-{escape(v.slug)}"
+            parts.append(
+                f'<div class="kl-head"><input type="radio" name="profile" id="{rid}" value="{escape(v.slug)}"'
+                f'{" checked" if is_chosen else ""}{"" if v.available else " disabled"}>'
+                f'<label for="{rid}" class="kl-name">{escape(v.name)}</label>'
+                f'<span class="kl-res">{escape(v.resources)}</span>'
+            )
+            if v.availability:
+                parts.append(f'<span class="kl-avail" aria-live="polite">{escape(v.availability)}</span>')
+            parts.append("</div>")
+            if v.description:
+                parts.append(f'<div class="kl-desc">{escape(v.description)}</div>')
+            parts.append(f'<div class="kl-reason" role="status">{escape("Unavailable: " + v.reason) if v.reason else ""}</div>')
+            parts.append('<div class="kl-choices">')
+            img_id = f"kl-image-{escape(v.slug)}"
+            last_image = last.get("image") if is_chosen else None
+            parts.append(f'<label for="{img_id}">Image</label><select id="{img_id}" name="image{FORM_SEPARATOR}{escape(v.slug)}">')
+            for i, img in enumerate(v.images):
+                sel = img["key"] == last_image if last_image in [x["key"] for x in v.images] else i == 0
+                parts.append(_option(img["key"], img["name"], selected=sel))
+            parts.append("</select>")
+            if v.kind == "gpu":
+                gid = f"kl-gpus-{escape(v.slug)}"
+                parts.append(
+                    f'<label for="{gid}">{escape(v.gpu_display_name or "GPUs")}</label>'
+                    f'<select id="{gid}" name="gpus{FORM_SEPARATOR}{escape(v.slug)}">'
+                )
+                last_count = str(last.get("gpus")) if is_chosen else None
+                ok_counts = [str(c.count) for c in v.counts if c.reason is None]
+                want = last_count if last_count in ok_counts else (ok_counts[0] if ok_counts else None)
+                for c in v.counts:
+                    label = f"{c.count} GPU{'s' if c.count != 1 else ''}" + (f" ({c.reason})" if c.reason else "")
+                    parts.append(
+                        _option(str(c.count), label, selected=str(c.count) == want, disabled=c.reason is not None,
+                                extra=f' data-count="{c.count}"')
+                    )
+                parts.append("</select>")
+            parts.append("</div></div>")
+        parts.append("</fieldset>")
+    parts.append("</div>")
+    parts.append(_SCRIPT % {"url": json.dumps(refresh_url)})
+    return "\n".join(parts)

@@ -1,0 +1,430 @@
+"""``LabSpawner``: KubeSpawner driven by the platform catalogue.
+
+What it adds to KubeSpawner, and where the logic lives:
+
+* per-user profiles and ``user_options`` validation, identical for form and REST (:mod:`.options`);
+* settings applied on a clean base at every spawn, so nothing leaks between spawns (:mod:`.objects`);
+* a home PVC per user that is never deleted, with a wait for the previous pod on RWO homes;
+* live GPU availability in the form (:mod:`.availability`, :mod:`.form`) from one watch-backed cache
+  (:mod:`.cluster`), which also replaces KubeSpawner's per-namespace pod reflector;
+* an exact GPU/server quota (:mod:`.quota`);
+* fail fast: Unschedulable for lack of GPUs, or a ResourceQuota refusal, ends the spawn in seconds
+  with a message naming the GPU class; the pod is deleted and the PVC kept (:mod:`.messages`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubespawner import KubeSpawner
+from tornado import web
+from traitlets import Bool, Instance, Integer, Unicode, default
+
+from kubelab.hub_config.catalogue import Catalogue, load_catalogue
+from kubelab.hub_config.naming import LABEL_USER, MANAGED_BY, MANAGED_BY_VALUE, home_claim_name, user_label
+
+from .availability import ClassAvailability, gpu_availability
+from .cluster import ClusterCache, ManagedPodsView, shared_cache
+from .form import profile_views, render_form
+from .messages import event_message, quota_refusal_message, unschedulable_message
+from .objects import MANAGED_TRAITS, server_label, spawn_settings
+from .options import OptionsError, Selection, offered_profiles, options_from_form, validate_user_options
+from .quota import QuotaExceeded, QuotaLedger, shared_ledger
+from .records import PodInfo
+
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+
+class _CacheReflector:
+    """Stands in for KubeSpawner's pod reflector: its ``pods`` read the shared cluster cache."""
+
+    def __init__(self, cache: ClusterCache) -> None:
+        self.pods: ManagedPodsView = cache.managed_pods()
+        self.first_load_future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.first_load_future.set_result(None)
+
+
+def home_blockers(pods: list[PodInfo], claim: str, namespace: str) -> tuple[list[PodInfo], list[PodInfo]]:
+    """Pods holding the home ``claim``: (terminating ones, live ones).
+
+    With a ReadWriteOnce home a new pod must wait for terminating holders to be gone, and must
+    share the node of live holders (RWO is per node), else Multi-Attach fails it.
+    """
+    holders = [p for p in pods if p.namespace == namespace and claim in p.claims and p.active]
+    return [p for p in holders if p.deleting], [p for p in holders if not p.deleting]
+
+
+class LabSpawner(KubeSpawner):
+    """KubeSpawner with catalogue profiles, group rules, live GPU availability, quota and fail-fast.
+
+    Configure it with :func:`kubelab.spawner.configure_hub`, which sets the catalogue and the
+    availability handlers; every KubeSpawner setting still works as the base that profiles extend.
+    """
+
+    catalogue = Instance(
+        Catalogue,
+        allow_none=True,
+        config=True,
+        help="""The loaded platform catalogue (:class:`kubelab.hub_config.catalogue.Catalogue`).
+
+        Default: None, in which case ``catalogue_path`` is loaded. ``configure_hub`` sets it.
+        Example: ``c.LabSpawner.catalogue = load_catalogue("/etc/kubelab/catalogue.yaml")``.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    catalogue_path = Unicode(
+        "",
+        config=True,
+        help="""Path of the catalogue YAML, used when ``catalogue`` is not set.
+
+        Default: ``""`` (then ``$KUBELAB_CONFIG``, then the shipped example).
+        Example: ``/etc/kubelab/catalogue.yaml``.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    fail_fast_unschedulable = Bool(
+        True,
+        config=True,
+        help="""End a spawn at once when the scheduler reports the pod Unschedulable.
+
+        Default: True. Turn it off on clusters with a node autoscaler, where Unschedulable is the
+        signal that makes a node appear and the spawn should wait for it.
+        Example: ``c.LabSpawner.fail_fast_unschedulable = False``.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    home_release_timeout = Integer(
+        120,
+        config=True,
+        help="""Seconds to wait for the user's previous pod to release a ReadWriteOnce home.
+
+        Default: 120. The spawn fails with a message after that.
+        Example: ``c.LabSpawner.home_release_timeout = 300``.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    allow_root = Bool(
+        None,
+        allow_none=True,
+        config=True,
+        help="""Pass ``--allow-root`` to ``jupyterhub-singleuser``.
+
+        Default: None (auto): on when ``uid`` is 0, or when ``uid`` is unset and the hub itself runs
+        as root, because the devcluster's process node runs pods as the hub's user. The flag only
+        stops the server from refusing to run as root; it grants nothing.
+        Example: ``c.LabSpawner.allow_root = True``.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    @default("common_labels")
+    def _common_labels_default(self) -> dict[str, str]:
+        return {"app.kubernetes.io/name": "jupyterhub", MANAGED_BY: MANAGED_BY_VALUE, "app": "jupyterhub", "heritage": "jupyterhub"}
+
+    @default("cmd")
+    def _cmd_default(self) -> list[str]:
+        return ["jupyterhub-singleuser"]
+
+    @default("delete_pvc")
+    def _delete_pvc_default(self) -> bool:
+        return False  # homes outlive servers and users' deletions alike
+
+    @default("remember_pvc_name")
+    def _remember_pvc_name_default(self) -> bool:
+        return False  # the claim name is derived from the user name every time
+
+    @default("storage_pvc_ensure")
+    def _storage_pvc_ensure_default(self) -> bool:
+        return True
+
+    @default("automount_service_account_token")
+    def _automount_default(self) -> bool:
+        return False  # notebook pods hold no Kubernetes credentials
+
+    @default("options_form")
+    def _lab_options_form_default(self) -> Any:
+        return LabSpawner.render_options_form
+
+    @default("options_from_form")
+    def _lab_options_from_form_default(self) -> Any:
+        return lambda formdata: options_from_form(formdata)
+
+    @default("apply_user_options")
+    def _lab_apply_user_options_default(self) -> Any:
+        # JupyterHub runs this before start() and turns our HTTPError into the response status,
+        # so a refused REST or form request never reaches Kubernetes
+        async def apply(spawner: LabSpawner, user_options: dict[str, Any]) -> None:
+            await spawner.load_user_options()
+
+        return apply
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # the configured values are the clean base every spawn starts from
+        self._base_settings = {name: copy.deepcopy(getattr(self, name)) for name in MANAGED_TRAITS}
+        self.selection: Selection | None = None
+        self._progress_messages: list[str] = []
+
+    # -- catalogue, groups, cache --------------------------------------------------------------
+
+    def get_catalogue(self) -> Catalogue:
+        """The catalogue: ``catalogue``, else loaded from ``catalogue_path`` / ``$KUBELAB_CONFIG`` / the example."""
+        if self.catalogue is None:
+            from kubelab.hub_config.catalogue import EXAMPLE_PATH
+
+            self.catalogue = load_catalogue(self.catalogue_path or os.environ.get("KUBELAB_CONFIG") or EXAMPLE_PATH)
+        return self.catalogue
+
+    @property
+    def user_groups(self) -> list[str]:
+        """The user's JupyterHub group names."""
+        return sorted(g.name for g in getattr(self.user, "groups", None) or [])
+
+    async def cluster(self) -> ClusterCache:
+        """The process's cluster cache, started."""
+        cache = shared_cache()
+        await cache.start()
+        return cache
+
+    async def ledger(self) -> QuotaLedger:
+        """The process's quota ledger."""
+        return shared_ledger(await self.cluster(), self.get_catalogue())
+
+    @property
+    def pod_reflector(self) -> Any:  # type: ignore[override]
+        return getattr(self, "_cache_reflector", None)
+
+    async def _start_watching_pods(self, replace: bool = False) -> Any:
+        # one cluster-wide watch per process instead of one per namespace; it holds what
+        # KubeSpawner reads (kubelab-managed pods' JSON) plus everything availability needs
+        cache = await self.cluster()
+        if getattr(self, "_cache_reflector", None) is None:
+            self._cache_reflector = _CacheReflector(cache)
+        return self._cache_reflector
+
+    # -- options ------------------------------------------------------------------------------
+
+    async def load_user_options(self) -> Selection:  # type: ignore[override]
+        """Validate ``user_options`` and apply the selection on the clean base.
+
+        Raises:
+            tornado.web.HTTPError: 400/403 with the reason (see :mod:`kubelab.spawner.options`).
+        """
+        catalogue = self.get_catalogue()
+        try:
+            selection = validate_user_options(self.user_options, catalogue, self.user_groups)
+        except OptionsError as e:
+            raise web.HTTPError(e.status, e.message, reason=e.message) from e
+        settings = spawn_settings(
+            selection, catalogue, username=self.user.name, server_name=self.name or "",
+            groups=self.user_groups, base=self._base_settings,
+        )
+        for name, value in settings.items():
+            setattr(self, name, value)
+        self.selection = selection
+        return selection
+
+    def get_args(self) -> list[str]:
+        """Add ``--allow-root`` where the server runs as root (see ``allow_root``)."""
+        args = list(super().get_args())  # a copy: self.args is the configured list
+        allow = self.allow_root
+        if allow is None:
+            uid = self.uid if not callable(self.uid) else None
+            allow = uid == 0 or (uid is None and hasattr(os, "geteuid") and os.geteuid() == 0)
+        if allow and "--allow-root" not in args:
+            args.append("--allow-root")
+        return args
+
+    # -- form ---------------------------------------------------------------------------------
+
+    async def availability(self) -> dict[str, ClassAvailability]:
+        """GPU availability per class, from the cache."""
+        cache = await self.cluster()
+        return gpu_availability(cache.nodes.values(), cache.pods.values(), self.get_catalogue().gpu_classes)
+
+    def last_options(self) -> dict[str, Any]:
+        """This server's last options, else the most recent ones of the user's other servers."""
+        if self.user_options:
+            return dict(self.user_options)
+        best: tuple[Any, dict[str, Any]] | None = None
+        for spawner in getattr(self.user, "spawners", {}).values():
+            orm = getattr(spawner, "orm_spawner", None)
+            opts = getattr(orm, "user_options", None)
+            started = getattr(orm, "started", None)
+            if opts and started and (best is None or started > best[0]):
+                best = (started, dict(opts))
+        return best[1] if best else {}
+
+    async def render_options_form(self) -> str:
+        """Render the picker for this user (JupyterHub calls it with the spawner)."""
+        catalogue = self.get_catalogue()
+        ledger = await self.ledger()
+        snapshot = ledger.snapshot(self.user.name, self.user_groups)
+        views = profile_views(
+            offered_profiles(catalogue, self.user_groups), catalogue, await self.availability(),
+            gpus_remaining=snapshot["gpus_remaining"],  # type: ignore[arg-type]
+        )
+        url = f"{self.hub.base_url}api/kubelab/availability" if self.hub else "/hub/api/kubelab/availability"
+        return render_form(views, self.last_options(), url)
+
+    # -- start --------------------------------------------------------------------------------
+
+    def _say(self, message: str) -> None:
+        self.log.info("%s: %s", self._log_name, message)
+        self._progress_messages.append(message)
+
+    async def _start(self) -> str:
+        self._progress_messages = []
+        selection = await self.load_user_options()
+        cache = await self.cluster()
+        ledger = shared_ledger(cache, self.get_catalogue())
+        what = f"server '{self.name}'" if self.name else "your default server"
+        self._say(f"Checking quota for {selection.describe()}")
+        try:
+            reservation = await ledger.reserve(
+                self.user.name, self.user_groups, gpus=selection.gpus, servers=1, what=what,
+                match={LABEL_USER: user_label(self.user.name), "kubelab.io/server": server_label(self.name or "")},
+            )
+        except QuotaExceeded as e:
+            raise web.HTTPError(e.status, e.message, reason=e.message) from e
+        try:
+            url = await self._start_reserved(selection, cache)
+        except BaseException:
+            reservation.release()
+            raise
+        reservation.commit()
+        return url
+
+    async def _wait_for_home(self, selection: Selection, cache: ClusterCache) -> None:
+        """RWO homes: wait for terminating holders, and follow live holders to their node."""
+        catalogue = self.get_catalogue()
+        if catalogue.home.access_mode != "ReadWriteOnce":
+            return
+        claim = home_claim_name(self.user.name)
+        label = user_label(self.user.name)
+
+        def terminating() -> list[PodInfo]:
+            return home_blockers(cache.pods_of_user(label), claim, self.namespace)[0]
+
+        if terminating():
+            names = ", ".join(p.describe() for p in terminating())
+            self._say(f"Waiting for {names} to stop and release your home volume")
+            try:
+                await cache.wait_for(lambda: not terminating(), timeout=self.home_release_timeout)
+            except TimeoutError as e:
+                raise web.HTTPError(
+                    409, f"Your home volume is still held by {names} after {self.home_release_timeout} s; try again shortly"
+                ) from e
+        live = [p for p in home_blockers(cache.pods_of_user(label), claim, self.namespace)[1] if p.name != self.pod_name]
+        nodes = {p.node for p in live if p.node}
+        if not nodes:
+            return
+        node = sorted(nodes)[0]
+        info = cache.nodes.get(node)
+        labels = dict(info.labels) if info else {}
+        cls = selection.gpu_class
+        if cls is not None and any(labels.get(k) != v for k, v in cls.node_selector.items()):
+            holders = ", ".join(p.describe() for p in live)
+            raise web.HTTPError(
+                409,
+                f"Your home volume is ReadWriteOnce and in use by {holders} on node {node}, which has no "
+                f"{cls.display_name}; stop it first",
+            )
+        self.node_selector = {**self.node_selector, HOSTNAME_LABEL: labels.get(HOSTNAME_LABEL, node)}
+        self._say(f"Your home volume is in use on node {node}; placing this server there too")
+
+    async def _watch_unschedulable(self, cache: ClusterCache) -> str:
+        key = f"{self.namespace}/{self.pod_name}"
+
+        def doomed() -> str | None:
+            pod = cache.pods.get(key)
+            return pod.unschedulable if pod is not None and pod.unschedulable and not pod.deleting else None
+
+        return await cache.wait_for(doomed)
+
+    async def _start_reserved(self, selection: Selection, cache: ClusterCache) -> str:
+        await self._wait_for_home(selection, cache)
+        gpu = f"{selection.gpus} × {selection.gpu_class.display_name}" if selection.gpu_class else "CPU only"
+        self._say(f"Creating your server ({gpu}, home volume {self.pvc_name})")
+        start = asyncio.ensure_future(super()._start())
+        watchers = {start}
+        doom: asyncio.Future[str] | None = None
+        if self.fail_fast_unschedulable:
+            doom = asyncio.ensure_future(self._watch_unschedulable(cache))
+            watchers.add(doom)
+        try:
+            done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            start.cancel()
+            if doom:
+                doom.cancel()
+            raise
+        if doom is not None and doom in done and start not in done:
+            start.cancel()
+            av = None
+            if selection.gpu_class is not None:
+                av = gpu_availability(cache.nodes.values(), cache.pods.values(), {selection.gpu_class.key: selection.gpu_class})[
+                    selection.gpu_class.key
+                ]
+            message = unschedulable_message(doom.result(), selection, av)
+            self._say(message)
+            await self._delete_failed_pod()
+            raise web.HTTPError(409, message, reason=message)
+        if doom is not None:
+            doom.cancel()
+        try:
+            return start.result()
+        except ApiException as e:
+            if e.status == 403:
+                body = e.body.decode() if isinstance(e.body, bytes) else str(e.body or e.reason)
+                message = quota_refusal_message(body, selection)
+                self._say(message)
+                raise web.HTTPError(429, message, reason=message) from e
+            raise
+
+    async def _delete_failed_pod(self) -> None:
+        """Delete the pod of a failed spawn now (the PVC stays)."""
+        try:
+            await self.stop(now=True)
+        except (ApiException, TimeoutError) as e:
+            self.log.warning("could not delete pod %s/%s after a failed spawn: %s", self.namespace, self.pod_name, e)
+
+    # -- progress -----------------------------------------------------------------------------
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+        """Spawn progress in plain words: our own steps plus the pod's events, translated."""
+        if self.events_enabled:
+            await self._start_watching_events()
+        sent = events_seen = 0
+        progress = 0.0
+        while True:
+            future = self._start_future
+            finished = future is not None and future.done()
+            while sent < len(self._progress_messages):
+                progress += (90 - progress) / 4
+                yield {"progress": int(progress), "message": self._progress_messages[sent]}
+                sent += 1
+            events = self.events if self.events_enabled and self.event_reflector else []
+            for event in events[events_seen:]:
+                text = event_message(event)
+                if text:
+                    progress += (90 - progress) / 4
+                    yield {"progress": int(progress), "message": text, "raw_event": event}
+            events_seen = len(events)
+            if finished:
+                break
+            await asyncio.sleep(0.5)
