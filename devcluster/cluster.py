@@ -122,8 +122,8 @@ def _cluster_ready(layout: Layout, node_names: list[str]) -> bool:
                 return False
             if any(t.key.startswith("node.kubernetes.io/not-ready") for t in node.spec.taints or []):
                 return False
-        core.read_namespaced_service_account("default", "default", _request_timeout=5)
-        return True
+        # v1.20 admission refuses pods until the ServiceAccount's token secret exists.
+        return bool(core.read_namespaced_service_account("default", "default", _request_timeout=5).secrets)
     except ApiException:
         return False
     except OSError:

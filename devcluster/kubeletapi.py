@@ -113,6 +113,7 @@ def stream_log(source: LogSource, query: LogQuery, closed: Callable[[], bool] = 
                     return
             if pending:
                 at_start = pending[-1].complete
+                pending = []
             if not query.follow or closed():
                 return
             live = source.live()

@@ -1,0 +1,93 @@
+"""Helpers for tests against a cluster: waiting, and small pod manifests that run Python on the process node."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+T = TypeVar("T")
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll ``check`` until it returns something truthy and return that.
+
+    Raises:
+        TimeoutError: Naming ``what`` when ``timeout`` seconds pass.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def python_pod(
+    name: str,
+    code: str,
+    *,
+    restart_policy: str = "Never",
+    labels: dict[str, str] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    """A pod whose only container runs ``python -c code`` (with the project's Python on the process node).
+
+    Args:
+        name: Pod name.
+        code: Python source to run.
+        restart_policy: ``Never``, ``OnFailure`` or ``Always``.
+        labels: Pod labels.
+        **spec: Extra pod ``spec`` fields (``hostname``, ``volumes``, ``tolerations``, ...); a
+            ``container`` key is merged into the container instead.
+    """
+    container = {"name": "main", "image": "python:3.11", "command": ["python", "-u", "-c", code]}
+    container.update(spec.pop("container", {}))
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"restartPolicy": restart_policy, "containers": [container],
+                 "terminationGracePeriodSeconds": 5, **spec},
+    }
+
+
+def pod_phase(core: client.CoreV1Api, namespace: str, name: str) -> str | None:
+    """The pod's phase, or None when it does not exist."""
+    try:
+        return core.read_namespaced_pod(name, namespace).status.phase
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def wait_pod_phase(
+    core: client.CoreV1Api, namespace: str, name: str, phases: tuple[str, ...], timeout: float = 60
+) -> client.V1Pod:
+    """Wait until the pod is in one of ``phases`` and return it.
+
+    Raises:
+        TimeoutError: With the pod's last phase.
+    """
+
+    def check() -> client.V1Pod | None:
+        pod = core.read_namespaced_pod(name, namespace)
+        return pod if pod.status.phase in phases else None
+
+    try:
+        return wait_for(check, timeout, f"pod {namespace}/{name} to reach {phases}")
+    except TimeoutError as e:
+        phase = pod_phase(core, namespace, name)
+        raise TimeoutError(f"{e} (last phase {phase})") from e
+
+
+def wait_pod_gone(core: client.CoreV1Api, namespace: str, name: str, timeout: float = 60) -> None:
+    """Wait until the pod object no longer exists."""
+    wait_for(lambda: pod_phase(core, namespace, name) is None, timeout, f"pod {namespace}/{name} to be deleted")
