@@ -21,7 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from traitlets.config import Config
+from traitlets.config.loader import LazyConfigValue
 
+from kubelab.hub_config import logredact
 from kubelab.hub_config.auth import HubConfigError, configure_auth
 from kubelab.hub_config.catalogue import EXAMPLE_PATH, Catalogue, CatalogueError, load_catalogue
 from kubelab.hub_config.culling import idle_culler_service
@@ -32,7 +34,7 @@ log = logging.getLogger("JupyterHub")
 #: kubelab's page templates; JupyterHub's own stay reachable as ``templates/<name>``.
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 #: Where the login and home pages fetch the free-GPU summary (the spawner's public endpoint).
-DEFAULT_AVAILABILITY_PATH = "api/kubelab/availability"
+DEFAULT_AVAILABILITY_PATH = "api/kubelab/availability/summary"
 
 __all__ = ["HubConfigError", "CatalogueError", "configure", "configure_spawner", "configure_named_servers"]
 
@@ -59,10 +61,10 @@ def configure_spawner(c: Config, catalogue: Catalogue) -> str:
 def availability_path() -> str:
     """Path below the hub's base URL of the spawner's public GPU availability endpoint."""
     try:
-        from kubelab.spawner import AVAILABILITY_PATH
+        from kubelab.spawner.handlers import SUMMARY_PATH
     except ImportError:
         return DEFAULT_AVAILABILITY_PATH
-    return str(AVAILABILITY_PATH).lstrip("/")
+    return str(SUMMARY_PATH).lstrip("/")
 
 
 def configure_named_servers(c: Config, catalogue: Catalogue) -> None:
@@ -102,9 +104,28 @@ def configure_proxy(c: Config) -> None:
         c.ConfigurableHTTPProxy.command = [str(chp)]
 
 
+#: ``c.JupyterHub`` list settings that several parts of the platform add to.
+SHARED_LISTS = ("extra_handlers", "services", "load_roles", "template_paths")
+
+
+def init_shared_lists(c: Config) -> None:
+    """Make each shared list setting a real list before any part adds to it.
+
+    ``c.JupyterHub.extra_handlers.extend(...)`` on an unset setting creates a traitlets
+    ``LazyConfigValue``, which ``list(...)`` in the next part cannot read; a plain list set
+    up front works with both ``extend``/``append`` and ``list``, in any order of the parts.
+    """
+    for name in SHARED_LISTS:
+        c.JupyterHub[name] = _existing(c, name)
+
+
 def _existing(c: Config, name: str) -> list:
     """A list setting of ``c.JupyterHub`` set earlier (e.g. by a harness), or []."""
-    return list(c.JupyterHub[name]) if name in c.JupyterHub else []
+    if name not in c.JupyterHub:
+        return []
+    value = c.JupyterHub[name]
+    # A LazyConfigValue (from .append/.extend on an unset setting) holds its items until merged.
+    return value.get_value([]) if isinstance(value, LazyConfigValue) else list(value)
 
 
 def configure(c: Config, environ: Mapping[str, str] | None = None) -> list[str]:
@@ -124,6 +145,7 @@ def configure(c: Config, environ: Mapping[str, str] | None = None) -> list[str]:
     environ = os.environ if environ is None else environ
     path = catalogue_path(environ)
     catalogue = load_catalogue(path)
+    init_shared_lists(c)
     summary = [f"catalogue {path}: {len(catalogue.profiles)} profiles, {len(catalogue.gpu_classes)} GPU classes"]
     summary.append(configure_auth(c, environ, catalogue))
     summary.append(configure_spawner(c, catalogue))
@@ -132,4 +154,5 @@ def configure(c: Config, environ: Mapping[str, str] | None = None) -> list[str]:
     summary.append(configure_jobs(c, catalogue))
     configure_templates(c, catalogue)
     configure_proxy(c)
+    logredact.install()
     return summary

@@ -13,7 +13,7 @@
 //        [--post-logout-redirect-uri http://127.0.0.1:8000/hub/login] [--host 127.0.0.1]
 //
 // Logs are one line per request: method, path (never the query string, which carries codes
-// and state) and status. The client secret and tokens are never logged.
+// and state; opaque ids in the path are redacted) and status. The client secret and tokens are never logged.
 
 import { createServer } from 'node:http';
 import { generateKeyPairSync, randomBytes, timingSafeEqual } from 'node:crypto';
@@ -210,9 +210,15 @@ async function handleInteraction(req, res, path) {
 
 const handleProvider = provider.callback();
 
+// Interaction and session ids travel in paths (/interaction/<uid>) and equal cookie values,
+// so long opaque path segments are logged as [id].
+function redactPath(path) {
+  return path.replace(/[A-Za-z0-9_-]{16,}/g, '[id]');
+}
+
 const server = createServer(async (req, res) => {
   const path = new URL(req.url, issuer).pathname;
-  res.on('finish', () => console.log(`oidc-provider: ${req.method} ${path} ${res.statusCode}`));
+  res.on('finish', () => console.log(`oidc-provider: ${req.method} ${redactPath(path)} ${res.statusCode}`));
   if (path.startsWith('/interaction/')) {
     try {
       await handleInteraction(req, res, path);
