@@ -216,7 +216,10 @@ class JobLauncher:
         where = f" as {html.escape(str(user))}" if user else ""
         self.header.value = (f"<h3 style='margin:0'>Launch a distributed job{where}</h3>"
                              f"<div class='kubelab-quota'>{html.escape(quota_text(options))}</div>")
-        self.framework.options = list(options.get("frameworks") or FRAMEWORKS)
+        frameworks = list(options.get("frameworks") or FRAMEWORKS)
+        current = self.framework.value
+        self.framework.options = frameworks
+        self.framework.value = current if current in frameworks else frameworks[0]
         self.workers.max = max(1, int(options.get("max_workers") or 1))
         self.workers.value = min(2, self.workers.max)
         self.gpu_class.options = [("CPU only", None)] + [
@@ -308,6 +311,8 @@ class JobLauncher:
 
     def _on_cancel(self, _button: Any = None) -> None:
         self._run(self.cancel_button, self._cancel_selected)
+        # Re-enabled by _run; there is nothing to cancel once the job is gone.
+        self.cancel_button.disabled = self.job_select.value is None
 
     def _on_job_select(self, change: dict[str, Any] | None = None) -> None:
         if not self._quiet:
