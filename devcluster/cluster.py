@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import http.client
+import json
 import os
 import shutil
 import socket
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-
-import kubernetes
-from kubernetes.client.rest import ApiException
 
 from kubelab.devcluster import pidfile, preflight
 from kubelab.devcluster.controlplane import (
@@ -68,6 +69,15 @@ def _quiet(_: str) -> None:
     pass
 
 
+@contextlib.contextmanager
+def _locked(state: Path) -> Iterator[None]:
+    """Serialise ``up``/``down`` of one instance (two test sessions may start it at once)."""
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def external_kubeconfig(layout: Layout) -> Path | None:
     """The ``KUBECONFIG`` file when it is set and is not this devcluster's own kubeconfig."""
     value = os.environ.get("KUBECONFIG", "")
@@ -108,35 +118,51 @@ def _etcd_ready(instance: Instance) -> bool:
         conn.close()
 
 
-def _cluster_ready(layout: Layout, node_names: list[str]) -> bool:
-    """Nodes Ready without the not-ready taint, and the ``default`` ServiceAccount exists."""
-    api = kubernetes.config.new_client_from_config(config_file=str(layout.kubeconfig))
+def _get_json(instance: Instance, layout: Layout, path: str) -> dict | None:
+    """GET ``path`` from the apiserver as admin; None on any failure (the caller polls)."""
+    ctx = ssl.create_default_context(cafile=str(layout.pki / "ca.crt"))
+    ctx.load_cert_chain(str(layout.pki / "admin.crt"), str(layout.pki / "admin.key"))
+    conn = http.client.HTTPSConnection("127.0.0.1", instance.apiserver_port, context=ctx, timeout=5)
     try:
-        core = kubernetes.client.CoreV1Api(api)
-        nodes = {n.metadata.name: n for n in core.list_node(_request_timeout=5).items}
-        for name in node_names:
-            node = nodes.get(name)
-            if node is None or not node.status or not node.status.conditions:
-                return False
-            if not any(c.type == "Ready" and c.status == "True" for c in node.status.conditions):
-                return False
-            if any(t.key.startswith("node.kubernetes.io/not-ready") for t in node.spec.taints or []):
-                return False
-        # v1.20 admission refuses pods until the ServiceAccount's token secret exists.
-        return bool(core.read_namespaced_service_account("default", "default", _request_timeout=5).secrets)
-    except ApiException:
-        return False
-    except OSError:
-        return False
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        return json.loads(body) if resp.status == 200 else None
+    except (OSError, ValueError):
+        return None
     finally:
-        api.close()
+        conn.close()
+
+
+def _cluster_ready(instance: Instance, layout: Layout, node_names: list[str]) -> bool:
+    """Nodes Ready without the not-ready taint, and the ``default`` ServiceAccount has its token.
+
+    Plain HTTPS rather than the Kubernetes client: importing that client costs seconds on a
+    busy machine, and ``up``/``status`` should stay quick.
+    """
+    nodes = _get_json(instance, layout, "/api/v1/nodes")
+    if nodes is None:
+        return False
+    by_name = {n["metadata"]["name"]: n for n in nodes.get("items", [])}
+    for name in node_names:
+        node = by_name.get(name)
+        if node is None:
+            return False
+        conditions = (node.get("status") or {}).get("conditions") or []
+        if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+            return False
+        if any(t["key"].startswith("node.kubernetes.io/not-ready") for t in node["spec"].get("taints") or []):
+            return False
+    account = _get_json(instance, layout, "/api/v1/namespaces/default/serviceaccounts/default")
+    # v1.20 admission refuses pods until the ServiceAccount's token secret exists.
+    return bool(account and account.get("secrets"))
 
 
 def _preflight_binaries(cache: Path, bins: Path, say: Say) -> None:
     """Build the Kubernetes binaries into the cache and install etcd when missing."""
     apt_get = shutil.which("apt-get")
     if etcd_binary() is None:
-        if msg := preflight.check_apt(apt_get, "etcd (Debian package etcd-server)"):
+        if msg := preflight.check_apt(apt_get, "install etcd (Debian package etcd-server), which is missing"):
             raise DevclusterError(msg)
         say("installing etcd-server with apt-get")
         subprocess.run(
@@ -145,7 +171,7 @@ def _preflight_binaries(cache: Path, bins: Path, say: Say) -> None:
         )
     if all((bins / b).exists() for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")):
         return
-    if msg := preflight.check_apt(apt_get, f"the Kubernetes v1.20.2 binaries ({bins})"):
+    if msg := preflight.check_apt(apt_get, f"build the Kubernetes v1.20.2 binaries, which are not in {bins}"):
         raise DevclusterError(msg)
     free = preflight.free_bytes(cache)
     if msg := preflight.check_disk(cache, free, preflight.BUILD_DISK_BYTES, "building Kubernetes v1.20.2"):
@@ -187,6 +213,11 @@ def up(
         return ClusterInfo(kubeconfig=external, host_ip=external_host_ip(), external=True)
     if msg := preflight.check_root(os.geteuid()):
         raise DevclusterError(msg)
+    with _locked(state):
+        return _up_locked(state, cache, nodes, layout, say)
+
+
+def _up_locked(state: Path, cache: Path, nodes: Path | None, layout: Layout, say: Say) -> ClusterInfo:
     instance = load_instance(state)
     running = running_components(layout)
     missing = [name for name in COMPONENTS if running[name] is None]
@@ -237,7 +268,7 @@ def up(
     names = [s.name for s in specs]
     wait_for(
         "nodes Ready and default ServiceAccount",
-        lambda: _cluster_ready(layout, names),
+        lambda: _cluster_ready(instance, layout, names),
         READY_TIMEOUT, layout.pid("node-agent"), layout.log("node-agent"),
     )
     say(f"devcluster ready in {time.monotonic() - t0:.1f}s: nodes {', '.join(names)}; "
@@ -258,6 +289,11 @@ def down(state: Path | None = None, wipe: bool = False, say: Say = _quiet) -> No
     if not state.exists():
         say(f"nothing to stop: {state} does not exist")
         return
+    with _locked(state):
+        _down_locked(state, layout, wipe, say)
+
+
+def _down_locked(state: Path, layout: Layout, wipe: bool, say: Say) -> None:
     instance = load_instance(state)
     for name in reversed(COMPONENTS):
         # The agent terminates its pods (grace periods included) before exiting; give it time.

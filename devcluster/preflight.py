@@ -23,16 +23,16 @@ def check_root(euid: int) -> str | None:
     """Network namespaces, veths and bind mounts need root."""
     if euid != 0:
         return (
-            f"kubelab-devcluster up needs root (network namespaces, veths and bind mounts), "
+            f"up needs root (network namespaces, veths and bind mounts), "
             f"but runs as uid {euid}; run it as root or with sudo"
         )
     return None
 
 
-def check_apt(apt_get: str | None, what: str) -> str | None:
-    """Building or installing needs apt-get on PATH."""
+def check_apt(apt_get: str | None, need: str) -> str | None:
+    """Building or installing needs apt-get on PATH; ``need`` says what for."""
     if apt_get is None:
-        return f"{what} is missing and apt-get is not on PATH to install it (needs a Debian/Ubuntu machine)"
+        return f"apt-get is not on PATH, but it is needed to {need} (a Debian or Ubuntu machine is required)"
     return None
 
 

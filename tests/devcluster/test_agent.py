@@ -1,0 +1,76 @@
+"""The process node agent on its own: stopping it leaves no pod process and no sandbox behind."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import subprocess
+import sys
+
+import kubernetes
+import pytest
+from kubernetes.client.rest import ApiException
+
+from kubelab.devcluster import pidfile
+from kubelab.devcluster.netns import sandbox_names
+from kubelab.devcluster.testing import python_pod, wait_for, wait_pod_phase
+
+pytestmark = pytest.mark.integration
+TAINT = {"key": "kubelab.io/agent-test", "value": "true", "effect": "NoSchedule"}
+
+
+def test_stopping_the_agent_kills_its_pod_processes(cluster, kube, namespace, tmp_path):
+    if cluster.external:
+        pytest.skip("KUBECONFIG points at an external cluster: no process node of ours to stop")
+    core = kubernetes.client.CoreV1Api(kube)
+    node = f"kl-agent-test-{secrets.token_hex(3)}"
+    # Its own node (tainted, so no other test's pods land there), pod range and port; the shared bridge.
+    layout = {"nodes": [{"name": node, "pod_cidr": "10.244.240.0/20", "kubelet_port": 11299, "taints": [TAINT]}]}
+    (tmp_path / "nodes.json").write_text(json.dumps(layout))
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "kubelab.devcluster.agent", "--kubeconfig", str(cluster.kubeconfig),
+         "--state", str(tmp_path / "agent"), "--pki", str(cluster.state / "pki"), "--nodes", str(tmp_path / "nodes.json"),
+         "--no-provisioner"],
+        stdout=open(tmp_path / "agent.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        wait_for(lambda: any(c.type == "Ready" and c.status == "True"
+                             for c in (core.read_node(node).status.conditions or [])) if _exists(core, node) else None,
+                 30, f"node {node} Ready")
+        pod = python_pod("orphan-candidate", "import time; print('up', flush=True); time.sleep(600)",
+                         nodeSelector={"kubernetes.io/hostname": node},
+                         tolerations=[{**TAINT, "operator": "Equal"}])
+        created = core.create_namespaced_pod(namespace, pod)
+        running = wait_pod_phase(core, namespace, "orphan-candidate", ("Running",))
+        assert running.spec.node_name == node
+        assert running.status.pod_ip.startswith("10.244.24")
+        pid_file = tmp_path / "agent" / "pods" / f"{namespace}_orphan-candidate_{created.metadata.uid}" / "pid"
+        pid, start = pidfile.read(pid_file)
+        assert pidfile.process_start_time(pid) == start
+
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0
+        assert pidfile.process_start_time(pid) != start, "the pod process outlived its agent"
+        netns_name, veth = sandbox_names(created.metadata.uid)
+        assert netns_name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert subprocess.run(["ip", "link", "show", veth], capture_output=True).returncode != 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        try:
+            core.delete_node(node)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+
+def _exists(core: kubernetes.client.CoreV1Api, node: str) -> bool:
+    try:
+        core.read_node(node)
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+    return True
