@@ -6,7 +6,7 @@ Public API: :class:`LabSpawner`, :func:`configure_hub`, :class:`QuotaLedger` / :
 
 from .availability import ClassAvailability, gpu_availability
 from .cluster import ClusterCache, shared_cache
-from .configure import configure_hub
+from .configure import configure_hub, load_catalogue_or_exit
 from .options import OptionsError, Selection, validate_user_options
 from .quota import QuotaExceeded, QuotaLedger, Reservation, shared_ledger
 
@@ -20,6 +20,7 @@ __all__ = [
     "Reservation",
     "Selection",
     "configure_hub",
+    "load_catalogue_or_exit",
     "gpu_availability",
     "shared_cache",
     "shared_ledger",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
-from kubelab.hub_config.catalogue import Catalogue
+from kubelab.hub_config.catalogue import Catalogue, CatalogueError, load_catalogue
 
 from .handlers import availability_handlers
 
@@ -34,3 +36,21 @@ def configure_hub(c: Any, catalogue: Catalogue) -> None:
     c.JupyterHub.named_server_limit_per_user = catalogue.max_named_servers
     # fail-fast ends refused spawns in seconds; this bound is only for slow image pulls
     c.LabSpawner.start_timeout = 600
+
+
+def load_catalogue_or_exit(path: str | Path) -> Catalogue:
+    """Load the catalogue for a ``jupyterhub_config.py``; on any error stop the hub with one line.
+
+    The line names the file, the path in it and what is allowed, e.g.
+    ``kubelab: invalid catalogue: /etc/kubelab/catalogue.yaml: profiles[2].gpu.class: unknown GPU class 'h100'; allowed: a100``.
+
+    Raises:
+        SystemExit: With status 1 when the catalogue is invalid (traitlets lets it through the
+            config loader, so JupyterHub exits before binding any port).
+    """
+    try:
+        return load_catalogue(path)
+    except CatalogueError as e:
+        # one line on stderr: logging is not configured yet while the config file runs
+        print(f"kubelab: invalid catalogue: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None

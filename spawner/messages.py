@@ -9,7 +9,7 @@ from typing import Any
 from .availability import ClassAvailability
 from .options import Selection
 
-_INSUFFICIENT = re.compile(r"Insufficient ([\w./-]+)")
+_INSUFFICIENT = re.compile(r"Insufficient ([\w-]+(?:[./][\w-]+)*)")
 _QUOTA = re.compile(r"exceeded quota: ([\w.-]+), requested: ([^,]+), used: ([^,]+), limited: ([^\"]+)")
 
 
@@ -73,3 +73,19 @@ def event_message(event: Mapping[str, Any]) -> str | None:
     if event.get("type") == "Warning":
         return f"Warning: {msg}"
     return None
+
+
+_TRANSIENT = ("unbound immediate PersistentVolumeClaims", "PersistentVolumeClaim", "volume node affinity", "not ready")
+
+
+def is_hopeless(scheduler_message: str) -> bool:
+    """Whether an Unschedulable message will not resolve by itself in the next seconds.
+
+    "Insufficient <resource>" (the cluster is full) and node-selector mismatches (no such node)
+    are hopeless; a just-created PVC that is not bound yet, or a node that is not ready, are not.
+    """
+    if "Insufficient " in scheduler_message:
+        return True
+    if any(marker in scheduler_message for marker in _TRANSIENT):
+        return False
+    return "didn't match" in scheduler_message or "affinity" in scheduler_message

@@ -31,7 +31,7 @@ from kubelab.hub_config.naming import LABEL_USER, MANAGED_BY, MANAGED_BY_VALUE, 
 from .availability import ClassAvailability, gpu_availability
 from .cluster import ClusterCache, ManagedPodsView, shared_cache
 from .form import profile_views, render_form
-from .messages import event_message, quota_refusal_message, unschedulable_message
+from .messages import event_message, is_hopeless, quota_refusal_message, unschedulable_message
 from .objects import MANAGED_TRAITS, server_label, spawn_settings
 from .options import OptionsError, Selection, offered_profiles, options_from_form, validate_user_options
 from .quota import QuotaExceeded, QuotaLedger, shared_ledger
@@ -352,7 +352,10 @@ class LabSpawner(KubeSpawner):
 
         def doomed() -> str | None:
             pod = cache.pods.get(key)
-            return pod.unschedulable if pod is not None and pod.unschedulable and not pod.deleting else None
+            if pod is None or pod.deleting or not pod.unschedulable:
+                return None
+            # an unbound fresh PVC also reads Unschedulable for a moment; only a full cluster ends the spawn
+            return pod.unschedulable if is_hopeless(pod.unschedulable) else None
 
         return await cache.wait_for(doomed)
 
