@@ -80,7 +80,8 @@ def hosts_content(pod: Mapping[str, Any], ip: str, peers: Iterable[Peer]) -> str
         "::1\tlocalhost ip6-localhost ip6-loopback",
     ]
     if spec.get("subdomain"):
-        lines.append(f"{ip}\t{hostname}.{spec['subdomain']}.{ns}.svc.{CLUSTER_DOMAIN}\t{hostname}")
+        sub = spec["subdomain"]
+        lines.append(f"{ip}\t{hostname}.{sub}.{ns}.svc.{CLUSTER_DOMAIN}\t{hostname}.{sub}\t{hostname}")
     else:
         lines.append(f"{ip}\t{hostname}")
     for peer in peers:

@@ -178,6 +178,26 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+class _Refuse(BaseHTTPRequestHandler):
+    """Answers any request with 403 after reading it (closing unread input would reset the connection)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base class
+        log.debug("kubelet api refused %s: " + format, self.client_address[0], *args)
+
+    def parse_request(self) -> bool:
+        if super().parse_request():
+            self.close_connection = True
+            body = b"forbidden: only the apiserver's kubelet client certificate is accepted\n"
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+        return False
+
+
 class KubeletApiServer(ThreadingHTTPServer):
     """HTTPS server for one node's kubelet API.
 
@@ -215,7 +235,7 @@ class KubeletApiServer(ThreadingHTTPServer):
             subject = dict(x[0] for x in tls.getpeercert().get("subject", ()))
             if subject.get("commonName") != self.allowed_cn:
                 log.warning("kubelet api: refused client CN %r", subject.get("commonName"))
-                tls.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                _Refuse(tls, client_address, self)
                 return
             # Follow streams can be idle for long; only the handshake needs a timeout.
             tls.settimeout(None)
