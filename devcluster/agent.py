@@ -12,7 +12,9 @@ process and removes the sandboxes before exiting.
 from __future__ import annotations
 
 import argparse
+import base64
 import ipaddress
+import json
 import logging
 import signal
 import sys
@@ -125,17 +127,25 @@ class Agent:
 
     # ---- lookups for pods ---------------------------------------------------------------------------
 
-    def configmap_data(self, namespace: str) -> Callable[[str], Mapping[str, str] | None]:
-        """Name → ConfigMap data (binaryData decoded to text), or None when missing."""
+    def _read_raw(self, read: Callable[..., Any], name: str, namespace: str) -> dict[str, Any] | None:
+        """Read an object as plain JSON (the generated models mangle base64 fields); None on 404."""
+        try:
+            resp = read(name, namespace, _preload_content=False)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return json.loads(resp.data)
 
-        def lookup(name: str) -> Mapping[str, str] | None:
-            try:
-                cm = self.core.read_namespaced_config_map(name, namespace)
-            except ApiException as e:
-                if e.status == 404:
-                    return None
-                raise
-            return dict(cm.data or {})
+    def configmap_data(self, namespace: str) -> Callable[[str], Mapping[str, str | bytes] | None]:
+        """Name → ConfigMap ``data`` (text) merged with ``binaryData`` (bytes), or None when missing."""
+
+        def lookup(name: str) -> Mapping[str, str | bytes] | None:
+            cm = self._read_raw(self.core.read_namespaced_config_map, name, namespace)
+            if cm is None:
+                return None
+            binary = {k: base64.b64decode(v) for k, v in (cm.get("binaryData") or {}).items()}
+            return {**(cm.get("data") or {}), **binary}
 
         return lookup
 
@@ -143,13 +153,8 @@ class Agent:
         """Name → Secret data (base64 values), or None when missing."""
 
         def lookup(name: str) -> Mapping[str, str] | None:
-            try:
-                secret = self.core.read_namespaced_secret(name, namespace)
-            except ApiException as e:
-                if e.status == 404:
-                    return None
-                raise
-            return dict(secret.data or {})
+            secret = self._read_raw(self.core.read_namespaced_secret, name, namespace)
+            return None if secret is None else dict(secret.get("data") or {})
 
         return lookup
 

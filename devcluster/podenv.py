@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-Lookup = Callable[[str], "Mapping[str, str] | None"]
+Lookup = Callable[[str], "Mapping[str, str | bytes] | None"]
 
 _SUFFIXES = {
     "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
@@ -105,10 +105,17 @@ def resource_value(container: Mapping[str, Any], ref: Mapping[str, Any], node_al
     return str(math.ceil(parse_quantity(raw) / divisor))
 
 
-def _decoded_secret(data: Mapping[str, str] | None) -> dict[str, str] | None:
+def _decoded_secret(data: Mapping[str, str | bytes] | None) -> dict[str, str] | None:
     if data is None:
         return None
     return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
+
+
+def _text(data: Mapping[str, str | bytes] | None) -> dict[str, str] | None:
+    """ConfigMap values as text (``binaryData`` arrives as bytes)."""
+    if data is None:
+        return None
+    return {k: v.decode(errors="replace") if isinstance(v, bytes) else v for k, v in data.items()}
 
 
 def resolve_env(
@@ -139,7 +146,7 @@ def resolve_env(
     for source in container.get("envFrom") or []:
         prefix = source.get("prefix") or ""
         if "configMapRef" in source:
-            ref, data = source["configMapRef"], configmaps(source["configMapRef"]["name"])
+            ref, data = source["configMapRef"], _text(configmaps(source["configMapRef"]["name"]))
             kind = "configmap"
         else:
             ref, data = source["secretRef"], _decoded_secret(secrets(source["secretRef"]["name"]))
@@ -162,7 +169,7 @@ def resolve_env(
         elif "configMapKeyRef" in source or "secretKeyRef" in source:
             is_cm = "configMapKeyRef" in source
             ref = source["configMapKeyRef"] if is_cm else source["secretKeyRef"]
-            data = configmaps(ref["name"]) if is_cm else _decoded_secret(secrets(ref["name"]))
+            data = _text(configmaps(ref["name"])) if is_cm else _decoded_secret(secrets(ref["name"]))
             kind = "configmap" if is_cm else "secret"
             if data is None or ref["key"] not in data:
                 if ref.get("optional"):

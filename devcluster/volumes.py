@@ -19,7 +19,7 @@ from typing import Any
 
 from kubelab.devcluster.podenv import PodConfigError, expand, field_value
 
-DataLookup = Callable[[str], "Mapping[str, str] | None"]
+DataLookup = Callable[[str], "Mapping[str, str | bytes] | None"]
 ClaimLookup = Callable[[str], "str | None"]
 
 
@@ -63,7 +63,9 @@ def _source_data(kind: str, source: Mapping[str, Any], configmaps: DataLookup, s
     if kind == "configMap":
         name = source["name"]
         data = configmaps(name)
-        return (None if data is None else {k: v.encode() for k, v in data.items()}), f'configmap "{name}"'
+        if data is None:
+            return None, f'configmap "{name}"'
+        return {k: v.encode() if isinstance(v, str) else v for k, v in data.items()}, f'configmap "{name}"'
     name = source.get("secretName") or source.get("name")
     data = secrets(name)
     return (None if data is None else {k: base64.b64decode(v) for k, v in data.items()}), f'secret "{name}"'

@@ -372,3 +372,11 @@ def test_layout_json_round_trips(tmp_path):
     path.write_text(layout_json(specs))
     assert load_layout(path, 1, "10.9.0.0/16") == specs
     assert json.loads(path.read_text())["nodes"][1]["gpus"] == 4
+
+
+def test_config_map_binary_data_becomes_exact_file_bytes_and_text_env():
+    cms = {"files": {"text": "T", "blob": b"\x00\xffbin"}}
+    vol = {"name": "f", "configMap": {"name": "files", "items": [{"key": "blob", "path": "a/b.bin"}]}}
+    assert volume_files(vol, pod(), cms.get, SECRETS.get) == {"a/b.bin": (b"\x00\xffbin", 0o644)}
+    env = resolve_env(pod(), {"name": "m", "envFrom": [{"configMapRef": {"name": "files"}}]}, cms.get, SECRETS.get, {})
+    assert env["text"] == "T" and env["blob"].endswith("bin")
