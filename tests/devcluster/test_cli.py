@@ -7,6 +7,7 @@ throw-away instance (its own state, ports and bridge) so the shared one is untou
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -109,7 +110,8 @@ def test_up_with_foreign_kubeconfig_starts_nothing(tmp_path):
 
 
 def test_throwaway_instance_up_twice_then_down_leaves_no_process(cluster, tmp_path):
-    """A full second instance: ``up`` twice, a pod runs, ``down`` stops every daemon and the pod process."""
+    """A full second instance: ``up`` twice, pods run, ``down`` stops every daemon and pod process;
+    after another ``up`` the claim's data is still there and the interrupted pod reads Failed."""
     _require_local(cluster)
     state = tmp_path / "instance7"
     env = {"KUBELAB_STATE": str(state), "KUBELAB_DEVCLUSTER_INSTANCE": "7"}
@@ -120,6 +122,9 @@ def test_throwaway_instance_up_twice_then_down_leaves_no_process(cluster, tmp_pa
     layout = Layout(state)
     pids = {name: pidfile.read(layout.pid(name)) for name in COMPONENTS}
     assert all(pidfile.alive(layout.pid(name)) for name in COMPONENTS)
+    mount = f"/mnt/kubelab-test-instance7-{tmp_path.name}"
+    volume = {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+              "container": {"volumeMounts": [{"name": "data", "mountPath": mount}]}}
     try:
         second = run_cli("up", env=env)
         assert second.returncode == 0 and "nothing changed" in second.stdout
@@ -128,9 +133,16 @@ def test_throwaway_instance_up_twice_then_down_leaves_no_process(cluster, tmp_pa
         api = kubernetes.config.new_client_from_config(config_file=str(layout.kubeconfig))
         core = kubernetes.client.CoreV1Api(api)
         wait_for(lambda: core.read_namespaced_service_account("default", "default").secrets, 30, "default SA token")
+        core.create_namespaced_persistent_volume_claim("default", {
+            "metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        })
+        core.create_namespaced_pod("default", python_pod("writer", f"open('{mount}/f', 'w').write('survives')",
+                                                         **json.loads(json.dumps(volume))))
         pod = core.create_namespaced_pod("default", python_pod("sleeper", "import time; time.sleep(600)"))
         running = wait_pod_phase(core, "default", "sleeper", ("Running",))
         assert running.status.pod_ip.startswith("10.251."), "instance 7 uses its own subnet"
+        wait_pod_phase(core, "default", "writer", ("Succeeded",))
         pod_pid = pidfile.read(state / "agent" / "pods" / f"default_sleeper_{pod.metadata.uid}" / "pid")
         assert pod_pid is not None and pidfile.process_start_time(pod_pid[0]) == pod_pid[1]
         api.close()
@@ -145,5 +157,21 @@ def test_throwaway_instance_up_twice_then_down_leaves_no_process(cluster, tmp_pa
     assert subprocess.run(["ip", "link", "show", "kubelab7"], capture_output=True, check=False).returncode != 0
     status = run_cli("status", env=env)
     assert status.returncode == 3 and "not running" in status.stdout
-    wiped = run_cli("down", "--wipe", env=env)
+
+    try:
+        again = run_cli("up", env=env)
+        assert again.returncode == 0, again.stderr
+        api = kubernetes.config.new_client_from_config(config_file=str(layout.kubeconfig))
+        core = kubernetes.client.CoreV1Api(api)
+        core.create_namespaced_pod("default", python_pod("reader", f"print(open('{mount}/f').read())",
+                                                         **json.loads(json.dumps(volume))))
+        wait_pod_phase(core, "default", "reader", ("Succeeded",))
+        assert core.read_namespaced_pod_log("reader", "default") == "survives\n"
+        # A restartPolicy=Never pod whose process the stop killed cannot run again: it ends Failed,
+        # with SIGTERM's 143 when the agent could still report it, else 137 found on restart.
+        sleeper = wait_pod_phase(core, "default", "sleeper", ("Failed",))
+        assert sleeper.status.container_statuses[0].state.terminated.exit_code in (137, 143)
+        api.close()
+    finally:
+        wiped = run_cli("down", "--wipe", env=env)
     assert wiped.returncode == 0 and not state.exists()
