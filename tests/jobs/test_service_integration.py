@@ -1,0 +1,363 @@
+"""The jobs service inside a real JupyterHub, against the devcluster and its process node.
+
+Each test acts as a notebook: it talks to the hub's REST API with a user's hub token (through
+``JobClient`` where that is the natural client). Where the script lives for the pods: the test
+catalogue has ReadWriteMany homes, so job pods mount the user's home claim, and the test writes
+the scripts into ``home-alice`` through a pod that mounts it, as a notebook would have.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+from kubernetes.client.rest import ApiException
+
+from kubelab.jobs import JobClient
+from kubelab.jobs.builders import job_id
+from tests.harness import HubProcess
+from tests.jobs.helpers import BASE
+
+pytestmark = pytest.mark.integration
+
+SCRIPTS = Path(__file__).parent / "scripts"
+FINAL = re.compile(r"rank=(\d+) world_size=(\d+) all_reduce=2 final_loss=([0-9.eE+-]+)")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, sleep: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(sleep)
+
+
+@pytest.fixture(scope="module")
+def jobs_ns(kube: kubernetes.client.ApiClient) -> Iterator[str]:
+    """A namespace for this module's jobs (deleted afterwards unless KUBELAB_TEST_KEEP=1)."""
+    core = kubernetes.client.CoreV1Api(kube)
+    name = f"kl-jobs-{secrets.token_hex(4)}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"kubelab.io/test": "true"}}})
+    wait_until(lambda: core.read_namespaced_service_account("default", name).secrets
+               if _exists(lambda: core.read_namespaced_service_account("default", name)) else False,
+               30, "the default ServiceAccount")
+    yield name
+    if os.environ.get("KUBELAB_TEST_KEEP") != "1":
+        core.delete_namespace(name)
+
+
+def _exists(read: Callable[[], Any]) -> bool:
+    try:
+        read()
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+    return True
+
+
+@pytest.fixture(scope="module")
+def hub(cluster: Any, jobs_ns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+    """A real hub running the jobs service; alice is in gpu-users, bob in no group, admin is an admin."""
+    raw = json.loads(json.dumps(BASE))
+    raw["jobs"]["namespace"] = jobs_ns
+    raw["jobs"]["kueue"] = {"enabled": False}
+    path = tmp_path_factory.mktemp("catalogue") / "catalogue.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = f"""
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.admin_users = {{"admin"}}
+from kubelab.hub_config.catalogue import load_catalogue
+from kubelab.jobs.service import configure_hub
+configure_hub(c, load_catalogue({str(path)!r}), rendezvous_timeout=120)
+"""
+    h = HubProcess(config=config, connect_ip=cluster.host_ip, env={"KUBECONFIG": str(cluster.kubeconfig)})
+    h.start()
+    try:
+        h.ensure_user("alice", ["gpu-users"])
+        h.ensure_user("bob")
+        h.ensure_user("admin")
+        yield h
+    finally:
+        h.stop()
+
+
+@pytest.fixture(scope="module")
+def tokens(hub: HubProcess) -> dict[str, str]:
+    return {u: hub.user_token(u) for u in ("alice", "bob", "admin")}
+
+
+@pytest.fixture(scope="module")
+def alice_home(kube: kubernetes.client.ApiClient, jobs_ns: str) -> str:
+    """alice's RWX home claim holding the test scripts (written by a pod, as from her notebook)."""
+    core = kubernetes.client.CoreV1Api(kube)
+    core.create_namespaced_persistent_volume_claim(jobs_ns, {
+        "metadata": {"name": "home-alice", "labels": {"kubelab.io/user": "alice"}},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
+    })
+    files = {p.name: base64.b64encode(p.read_bytes()).decode() for p in SCRIPTS.glob("*.py")}
+    code = ("import base64, json, os\n"
+            "for n, b in json.loads(os.environ['FILES']).items():\n"
+            "    open('/home/jovyan/' + n, 'wb').write(base64.b64decode(b))\n"
+            "print(sorted(os.listdir('/home/jovyan')))\n")
+    core.create_namespaced_pod(jobs_ns, {
+        "metadata": {"name": "write-home"},
+        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                 "containers": [{"name": "w", "image": "python", "command": ["python", "-c", code],
+                                 "env": [{"name": "FILES", "value": json.dumps(files)}],
+                                 "volumeMounts": [{"name": "home", "mountPath": "/home/jovyan"}]}],
+                 "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "home-alice"}}]},
+    })
+    phase = wait_until(lambda: (core.read_namespaced_pod("write-home", jobs_ns).status.phase
+                                if core.read_namespaced_pod("write-home", jobs_ns).status.phase
+                                in ("Succeeded", "Failed") else None), 120, "the home writer pod")
+    log = core.read_namespaced_pod_log("write-home", jobs_ns)
+    assert phase == "Succeeded", log
+    assert "ddp_linreg.py" in log
+    return "home-alice"
+
+
+def api(hub: HubProcess, method: str, path: str, token: str, **kw: Any) -> Any:
+    return hub.api(method, f"/kubelab/{path}", token=token, **kw)
+
+
+def wait_phase(hub: HubProcess, token: str, name: str, phases: tuple[str, ...], timeout: float = 240) -> dict:
+    def check() -> dict | None:
+        r = api(hub, "GET", f"jobs/{name}", token)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return body if body["phase"] in phases else None
+
+    try:
+        return wait_until(check, timeout, f"job {name} to reach {phases}", sleep=1)
+    except AssertionError:
+        print(api(hub, "GET", f"jobs/{name}", token).text)
+        raise
+
+
+def objects_of(kube: kubernetes.client.ApiClient, ns: str, name: str) -> list[str]:
+    """Every object in ``ns`` carrying ``kubelab.io/job=name`` (pods still terminating included)."""
+    core, batch = kubernetes.client.CoreV1Api(kube), kubernetes.client.BatchV1Api(kube)
+    sel = f"kubelab.io/job={name}"
+    out = [f"ConfigMap/{o.metadata.name}" for o in core.list_namespaced_config_map(ns, label_selector=sel).items]
+    out += [f"Service/{o.metadata.name}" for o in core.list_namespaced_service(ns, label_selector=sel).items]
+    out += [f"Job/{o.metadata.name}" for o in batch.list_namespaced_job(ns, label_selector=sel).items]
+    out += [f"Pod/{o.metadata.name}" for o in core.list_namespaced_pod(ns, label_selector=sel).items]
+    return out
+
+
+def all_kubelab_objects(kube: kubernetes.client.ApiClient, ns: str) -> list[str]:
+    core, batch = kubernetes.client.CoreV1Api(kube), kubernetes.client.BatchV1Api(kube)
+    sel = "app.kubernetes.io/managed-by=kubelab"
+    return sorted(
+        [f"ConfigMap/{o.metadata.name}" for o in core.list_namespaced_config_map(ns, label_selector=sel).items]
+        + [f"Service/{o.metadata.name}" for o in core.list_namespaced_service(ns, label_selector=sel).items]
+        + [f"Job/{o.metadata.name}" for o in batch.list_namespaced_job(ns, label_selector=sel).items]
+        + [f"Pod/{o.metadata.name}" for o in core.list_namespaced_pod(ns, label_selector=sel).items])
+
+
+def processes_with(marker: str) -> list[int]:
+    """PIDs on this machine whose command line holds ``marker`` (the process node runs pods as processes)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_two_worker_ddp_through_jobclient(hub: HubProcess, tokens: dict[str, str], alice_home: str) -> None:
+    client = JobClient(backend="hub", api_url=hub.api_url, token=tokens["alice"])
+    status = client.submit(name="ddp", framework="pytorch", script="ddp_linreg.py", workers=2)
+    assert status.phase in ("Pending", "Running") and status.engine == "plain"
+    assert status.events[0] == "files: home claim home-alice mounted at /home/jovyan"
+    final = client.wait("ddp", timeout=240)
+    assert final.phase == "Succeeded", (final.message, final.last_logs, final.ranks)
+    logs = {r: list(client.logs("ddp", rank=r)) for r in range(2)}
+    assert [r.exit_code for r in final.ranks] == [0, 0]
+    losses = {}
+    for rank, lines in logs.items():
+        match = next((m for m in map(FINAL.search, lines) if m), None)
+        assert match, lines
+        assert (int(match[1]), int(match[2])) == (rank, 2)
+        losses[rank] = float(match[3])
+    assert losses[0] == losses[1] and losses[0] < 1e-3
+    print(f"DDP final loss on the devcluster: {losses[0]:.8f}")
+
+
+def test_tf_config_per_rank_on_the_cluster(hub: HubProcess, tokens: dict[str, str], alice_home: str) -> None:
+    r = api(hub, "POST", "jobs", tokens["alice"],
+            json={"name": "tfcfg", "framework": "tensorflow", "script": "print_tf_config.py", "workers": 2})
+    assert r.status_code == 201, r.text
+    assert wait_phase(hub, tokens["alice"], "tfcfg", ("Succeeded", "Failed"))["phase"] == "Succeeded"
+    jid = job_id("alice", "tfcfg")
+    for rank in range(2):
+        text = api(hub, "GET", f"jobs/tfcfg/logs?rank={rank}", tokens["alice"]).text
+        line = next(x for x in text.splitlines() if x.startswith("TF_CONFIG="))
+        assert json.loads(line.removeprefix("TF_CONFIG=")) == {
+            "cluster": {"worker": [f"{jid}-0.{jid}:2222", f"{jid}-1.{jid}:2222"]},
+            "task": {"index": rank, "type": "worker"}}
+    assert api(hub, "DELETE", "jobs/tfcfg", tokens["alice"]).status_code == 200
+
+
+def test_cancel_removes_every_object_and_stops_the_processes(
+        hub: HubProcess, tokens: dict[str, str], alice_home: str, kube: kubernetes.client.ApiClient,
+        jobs_ns: str) -> None:
+    marker = f"cancel-me-{secrets.token_hex(4)}"
+    r = api(hub, "POST", "jobs", tokens["alice"], json={
+        "name": "sleepy", "framework": "replicas", "script": "fail_rank.py", "args": [marker], "workers": 2,
+        "env": {"FAIL_RANK": "none"}})
+    assert r.status_code == 201, r.text
+    status = wait_phase(hub, tokens["alice"], "sleepy", ("Running", "Failed", "Succeeded"), 120)
+    assert status["phase"] == "Running"
+    wait_until(lambda: len(processes_with(marker)) >= 2, 60, "both ranks' processes")
+    before = objects_of(kube, jobs_ns, "sleepy")
+    assert {o.split("/")[0] for o in before} == {"ConfigMap", "Service", "Job", "Pod"}
+
+    r = api(hub, "DELETE", "jobs/sleepy", tokens["alice"])
+    assert r.status_code == 200 and r.json()["phase"] == "Cancelled"
+    assert api(hub, "GET", "jobs/sleepy", tokens["alice"]).status_code == 404
+    wait_until(lambda: not objects_of(kube, jobs_ns, "sleepy"), 90, "every object labelled with the job to go")
+    wait_until(lambda: not processes_with(marker), 60, "the ranks' processes to stop")
+
+
+def test_failing_rank_fails_the_job_and_tears_down_the_others(
+        hub: HubProcess, tokens: dict[str, str], alice_home: str, kube: kubernetes.client.ApiClient,
+        jobs_ns: str) -> None:
+    marker = f"fail-{secrets.token_hex(4)}"
+    r = api(hub, "POST", "jobs", tokens["alice"], json={
+        "name": "failing", "framework": "replicas", "script": "fail_rank.py", "args": [marker], "workers": 2})
+    assert r.status_code == 201, r.text
+    status = wait_phase(hub, tokens["alice"], "failing", ("Failed", "Succeeded"), 180)
+    assert status["phase"] == "Failed"
+    assert status["failed_rank"] == 1
+    assert "rank 1 failed" in status["message"]
+    assert status["last_logs"][-1] == "rank 1: failing on purpose"
+    assert "rank 1: step 29" in status["last_logs"]
+    jid = job_id("alice", "failing")
+    # Rank 0 is torn down: its Job, its pod and its process go; rank 1's Job stays for post-mortem.
+    wait_until(lambda: f"Job/{jid}-0" not in objects_of(kube, jobs_ns, "failing")
+               and not any(o.startswith(f"Pod/{jid}-0") for o in objects_of(kube, jobs_ns, "failing")),
+               60, "rank 0 to be torn down")
+    wait_until(lambda: not processes_with(marker), 60, "rank 0's process to stop")
+    assert f"Job/{jid}-1" in objects_of(kube, jobs_ns, "failing")
+    logs = api(hub, "GET", "jobs/failing/logs?rank=1&tail=1", tokens["alice"])
+    assert logs.status_code == 200 and logs.text == "rank 1: failing on purpose\n"
+    assert api(hub, "DELETE", "jobs/failing", tokens["alice"]).status_code == 200
+
+
+def test_isolation_scopes_and_bad_input_create_nothing(
+        hub: HubProcess, tokens: dict[str, str], alice_home: str, kube: kubernetes.client.ApiClient,
+        jobs_ns: str) -> None:
+    r = api(hub, "POST", "jobs", tokens["alice"], json={
+        "name": "private", "framework": "replicas", "script": "fail_rank.py", "workers": 1,
+        "env": {"FAIL_RANK": "none", "SLEEP": "120"}})
+    assert r.status_code == 201, r.text
+    wait_phase(hub, tokens["alice"], "private", ("Running",), 120)
+    baseline = all_kubelab_objects(kube, jobs_ns)
+    bob = tokens["bob"]
+    # bob sees nothing of alice's, and cannot tell her job from one that does not exist.
+    assert api(hub, "GET", "jobs", bob).json() == {"jobs": []}
+    for method, path in [("GET", "jobs/private"), ("GET", "jobs/private/logs?rank=0"), ("DELETE", "jobs/private")]:
+        r = api(hub, method, path, bob)
+        assert r.status_code == 404, (method, path, r.text)
+        assert r.json()["message"] == "no job 'private'"
+    for path in ["jobs?all=1", "jobs/private?user=alice"]:
+        assert api(hub, "GET", path, bob).status_code == 403
+    assert api(hub, "DELETE", "jobs/private?user=alice", bob).status_code == 403
+    assert api(hub, "GET", "jobs/private", tokens["alice"]).json()["phase"] == "Running"
+    # The admin scope sees everyone's jobs.
+    every = api(hub, "GET", "jobs?all=1", tokens["admin"]).json()["jobs"]
+    assert ("alice", "private") in {(j["user"], j["name"]) for j in every}
+    assert api(hub, "GET", "jobs/private?user=alice", tokens["admin"]).status_code == 200
+
+    # A token without the jobs scope gets 403 everywhere, and creates nothing.
+    scopeless = hub.user_token("alice", scopes=["read:users:name!user=alice"])
+    for method, path in [("GET", "options"), ("GET", "jobs"), ("POST", "jobs"), ("GET", "jobs/private"),
+                         ("DELETE", "jobs/private")]:
+        kw = {"json": {"name": "x", "script": "t.py"}} if method == "POST" else {}
+        r = api(hub, method, path, scopeless, **kw)
+        assert r.status_code == 403, (method, path, r.text)
+        assert "custom:kubelab:jobs" in r.json()["message"]
+
+    bad = [
+        ({"image": "docker.io/evil:latest"}, "image"),
+        ({"gpus_per_worker": 99, "gpu_class": "a100"}, "gpus_per_worker"),
+        ({"colour": "red"}, "colour"),
+        ({"workers": 50}, "workers"),
+        ({"framework": "jax"}, "framework"),
+    ]
+    for extra, field in bad:
+        r = api(hub, "POST", "jobs", tokens["alice"], json={"name": "bad", "script": "t.py", **extra})
+        assert r.status_code == 400, (extra, r.text)
+        assert r.json()["field"] == field, r.json()
+        assert field in r.json()["message"]
+    r = api(hub, "POST", "jobs", tokens["alice"], data="{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["field"] == "(body)"
+    assert all_kubelab_objects(kube, jobs_ns) == baseline
+    assert api(hub, "DELETE", "jobs/private", tokens["alice"]).status_code == 200
+
+
+def test_shared_quota_counts_the_running_gpu_notebook(
+        hub: HubProcess, tokens: dict[str, str], alice_home: str, kube: kubernetes.client.ApiClient,
+        jobs_ns: str) -> None:
+    core = kubernetes.client.CoreV1Api(kube)
+    # alice's running 1-GPU notebook server, labelled as LabSpawner labels it (simulated: no process).
+    core.create_namespaced_pod(jobs_ns, {
+        "metadata": {"name": "jupyter-alice-gpu",
+                     "labels": {"app.kubernetes.io/managed-by": "kubelab", "kubelab.io/user": "alice",
+                                "kubelab.io/server": "gpu", "component": "singleuser-server"},
+                     "annotations": {"kubelab.io/servername": "gpu", "kubelab.io/simulate": "true"}},
+        "spec": {"automountServiceAccountToken": False,
+                 "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+                 "containers": [{"name": "notebook", "image": "notebook-gpu", "command": ["jupyterhub-singleuser"],
+                                 "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+    })
+    try:
+        wait_until(lambda: core.read_namespaced_pod("jupyter-alice-gpu", jobs_ns).status.phase == "Running", 60,
+                   "alice's GPU notebook pod")
+        quota = wait_until(lambda: (q := api(hub, "GET", "options", tokens["alice"]).json()["quota"])["used_gpus"] == 1
+                           and q, 30, "the options to count the notebook")
+        assert quota["max_gpus"] == 2 and quota["remaining_gpus"] == 1
+        baseline = all_kubelab_objects(kube, jobs_ns)
+        t0 = time.monotonic()
+        r = api(hub, "POST", "jobs", tokens["alice"], json={
+            "name": "big", "framework": "replicas", "script": "show_gpu.py", "workers": 2, "gpus_per_worker": 1,
+            "gpu_class": "a100"})
+        elapsed = time.monotonic() - t0
+        assert r.status_code == 403, r.text
+        message = r.json()["message"]
+        assert "GPU quota: you use 1 of 2 GPUs" in message and "server 'gpu'" in message, message
+        assert elapsed < 2, elapsed
+        assert all_kubelab_objects(kube, jobs_ns) == baseline
+
+        # One GPU still fits: the job lands on the GPU node and its process sees a GPU.
+        r = api(hub, "POST", "jobs", tokens["alice"], json={
+            "name": "small", "framework": "replicas", "script": "show_gpu.py", "workers": 1, "gpus_per_worker": 1,
+            "gpu_class": "a100"})
+        assert r.status_code == 201, r.text
+        done = wait_phase(hub, tokens["alice"], "small", ("Succeeded", "Failed"), 120)
+        assert done["phase"] == "Succeeded" and done["ranks"][0]["node"] == "kubelab-gpu-a100"
+        text = api(hub, "GET", "jobs/small/logs?rank=0", tokens["alice"]).text
+        assert re.search(r"rank=0 CUDA_VISIBLE_DEVICES=\S+", text), text
+        assert api(hub, "DELETE", "jobs/small", tokens["alice"]).status_code == 200
+    finally:
+        core.delete_namespaced_pod("jupyter-alice-gpu", jobs_ns)
