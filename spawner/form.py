@@ -132,7 +132,9 @@ _STYLE = """
 .kl-avail{margin-left:auto;font-variant-numeric:tabular-nums}
 .kl-reason{color:#a40000}
 .kl-choices{display:flex;gap:1.2em;margin-top:.4em;flex-wrap:wrap}
-.kl-choices label{font-weight:normal}
+.kl-choices label{font-weight:normal;margin-right:.4em}
+.kl-choices select{width:auto;display:inline-block}
+.kl-note{color:#555;font-size:.9em;margin-top:.3em}
 </style>
 """
 
@@ -152,6 +154,13 @@ _SCRIPT = """
       box.classList.toggle("kl-off", !p.available);
       var radio = box.querySelector("input[name=profile]");
       if (radio) radio.disabled = !p.available;
+      var note = box.querySelector(".kl-note");
+      if (note) {
+        var blocked = (p.counts || []).filter(function (c) { return c.reason; }).map(function (c) {
+          return c.count + " GPU" + (c.count === 1 ? "" : "s") + ": " + c.reason;
+        });
+        note.textContent = blocked.length ? "Not now: " + blocked.join("; ") : "";
+      }
       (p.counts || []).forEach(function (c) {
         var opt = box.querySelector("option[data-count='" + c.count + "']");
         if (!opt) return;
@@ -219,15 +228,15 @@ def render_form(views: Sequence[ProfileView], last: Mapping[str, Any] | None, re
             parts.append('<div class="kl-choices">')
             img_id = f"kl-image-{escape(v.slug)}"
             last_image = last.get("image") if is_chosen else None
-            parts.append(f'<label for="{img_id}">Image</label><select id="{img_id}" name="image{FORM_SEPARATOR}{escape(v.slug)}">')
+            parts.append(f'<span><label for="{img_id}">Image</label><select id="{img_id}" name="image{FORM_SEPARATOR}{escape(v.slug)}">')
             for i, img in enumerate(v.images):
                 sel = img["key"] == last_image if last_image in [x["key"] for x in v.images] else i == 0
                 parts.append(_option(img["key"], img["name"], selected=sel))
-            parts.append("</select>")
+            parts.append("</select></span>")
             if v.kind == "gpu":
                 gid = f"kl-gpus-{escape(v.slug)}"
                 parts.append(
-                    f'<label for="{gid}">{escape(v.gpu_display_name or "GPUs")}</label>'
+                    f'<span><label for="{gid}">GPUs ({escape(v.gpu_display_name or "")})</label>'
                     f'<select id="{gid}" name="gpus{FORM_SEPARATOR}{escape(v.slug)}">'
                 )
                 last_count = str(last.get("gpus")) if is_chosen else None
@@ -239,8 +248,11 @@ def render_form(views: Sequence[ProfileView], last: Mapping[str, Any] | None, re
                         _option(str(c.count), label, selected=str(c.count) == want, disabled=c.reason is not None,
                                 extra=f' data-count="{c.count}"')
                     )
-                parts.append("</select>")
-            parts.append("</div></div>")
+                parts.append("</select></span>")
+            parts.append("</div>")
+            blocked = [c for c in v.counts if c.reason]
+            note = "; ".join(f"{c.count} GPU{'s' if c.count != 1 else ''}: {c.reason}" for c in blocked)
+            parts.append(f'<div class="kl-note">{escape("Not now: " + note) if note else ""}</div></div>')
         parts.append("</fieldset>")
     parts.append("</div>")
     parts.append(_SCRIPT % {"url": json.dumps(refresh_url)})
