@@ -46,18 +46,19 @@ def kubectl(*args: str, kubeconfig: Path, timeout: float = 60) -> subprocess.Com
     )
 
 
-def test_two_http_servers_on_one_port_each_answer_at_their_own_address(core, namespace, cluster):
+def test_two_http_servers_on_one_port_each_answer_at_their_own_address(core, namespace, cluster, tmp_path):
     server = "import http.server as h; h.test(HandlerClass=h.SimpleHTTPRequestHandler, port=8000, bind='0.0.0.0')"
     ips = []
     for name in ("web-a", "web-b"):
-        pod = python_pod(name, server, container={"workingDir": f"/tmp/{namespace}-{name}"})
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "whoami.txt").write_text(name)
+        pod = python_pod(name, server, container={"workingDir": str(tmp_path / name)})
         core.create_namespaced_pod(namespace, pod)
     for name in ("web-a", "web-b"):
         pod = wait_pod_phase(core, namespace, name, ("Running",))
         assert pod.status.host_ip == "127.0.0.1"
         assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network("10.244.0.0/16")
         ips.append(pod.status.pod_ip)
-        Path(f"/tmp/{namespace}-{name}/whoami.txt").write_text(name)
     assert ips[0] != ips[1]
     assert cluster.host_ip == "10.244.0.1"
     for name, ip in zip(("web-a", "web-b"), ips, strict=True):
