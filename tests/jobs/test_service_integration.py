@@ -328,6 +328,7 @@ def test_shared_quota_counts_the_running_gpu_notebook(
                      "annotations": {"kubelab.io/servername": "gpu", "kubelab.io/simulate": "true"}},
         "spec": {"automountServiceAccountToken": False,
                  "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
                  "containers": [{"name": "notebook", "image": "notebook-gpu", "command": ["jupyterhub-singleuser"],
                                  "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
     })
