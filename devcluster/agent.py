@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import concurrent.futures
 import ipaddress
 import json
 import logging
@@ -80,6 +81,8 @@ class Agent:
         self.pods = Informer("pods", self.core.list_pod_for_all_namespaces, self.on_pod)
         self.services = Informer("services", self.core.list_service_for_all_namespaces, self.on_service)
         self.servers: list[KubeletApiServer] = []
+        # Short jobs: simulated pods' set-up and finished pods' final delete.
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="pods")
 
     # ---- allocation -------------------------------------------------------------------------------
 

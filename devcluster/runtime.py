@@ -30,7 +30,7 @@ from kubelab.devcluster.kubeletapi import LogNotFound, LogSource
 from kubelab.devcluster.logfile import LogWriter
 from kubelab.devcluster.nodes import node_resources
 from kubelab.devcluster.podenv import PodConfigError, command_line, resolve_env
-from kubelab.devcluster.podstatus import ContainerState, exit_reason, pod_status
+from kubelab.devcluster.podstatus import ContainerState, exit_reason, pod_status, rfc3339
 from kubelab.devcluster.volumes import materialise, mount_plan
 
 if TYPE_CHECKING:
@@ -98,6 +98,7 @@ class PodRunner:
         self.deleting = False
         self.grace: float = 30.0
         self.gone = False
+        self.parked = False
         self.finished = threading.Event()
         self.wake = threading.Event()
         self.lock = threading.Lock()
@@ -106,8 +107,11 @@ class PodRunner:
     # ---- called from the informer thread -------------------------------------------------------
 
     def start(self) -> None:
-        """Start the pod's thread."""
-        self.thread.start()
+        """Start the pod's thread (simulated pods only need a moment of the agent's pool)."""
+        if self.simulated:
+            self.agent.pool.submit(self._main)
+        else:
+            self.thread.start()
 
     def update(self, pod: dict[str, Any]) -> None:
         """Take the latest version of the pod; start termination when it is being deleted."""
@@ -123,8 +127,13 @@ class PodRunner:
             self.deleting = True
             self.grace = grace
             proc = self.proc
+            parked, self.parked = self.parked, False
+        if parked:
+            self.agent.pool.submit(self._finalize)
+            return
         self.wake.set()
         if proc is not None and proc.returncode is None:
+            self.agent.pool.submit(self._event, "Killing", f"Stopping container {self.states[0].name}")
             self._signal_group(proc.pid, signal.SIGTERM)
             timer = threading.Timer(max(grace, 0.0), self._kill_if_alive, args=(proc,))
             timer.daemon = True
@@ -165,22 +174,37 @@ class PodRunner:
     # ---- the pod's own thread ------------------------------------------------------------------
 
     def _main(self) -> None:
+        """Run the pod to its end, then either finish (object being deleted) or park until it is."""
         try:
             if (self.pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 # Finished before this agent started: keep its address until the object goes.
                 self.ip = self.agent.allocate_ip(self)
-                self._wait_for_deletion()
-                return
-            self._setup()
-            if self.simulated:
-                self._simulate()
             else:
-                self._run_container()
-            self._wait_for_deletion()
+                self._setup()
+                if self.simulated:
+                    self._simulate()
+                else:
+                    self._run_container()
         except Exception:  # noqa: BLE001 - thread top level: log, then still clean up
             log.exception("pod %s/%s: runner failed", self.namespace, self.name)
         finally:
             self._teardown()
+            self.agent.release_gpus(self)
+            # A finished (or simulated) pod needs no thread while it waits for deletion: park it,
+            # and request_delete hands the final step to the agent's pool.
+            with self.lock:
+                self.parked = not self.deleting
+            if not self.parked:
+                self._finalize()
+
+    def _finalize(self) -> None:
+        """Delete the pod object with grace 0 (unless already gone) and forget the pod."""
+        try:
+            if not self.gone:
+                self._delete_object()
+        except Exception:  # noqa: BLE001 - pool/thread top level: log and still release
+            log.exception("pod %s/%s: final delete failed", self.namespace, self.name)
+        finally:
             self.agent.release(self)
             self.finished.set()
 
@@ -227,6 +251,8 @@ class PodRunner:
                 spec_path = self._prepare()
             except (PodConfigError, ApiException) as e:
                 message = str(e) if isinstance(e, PodConfigError) else f"API error: {e.reason}"
+                if message != main.message:
+                    self._event("Failed", f"Error: {message}", "Warning")
                 main.state, main.reason, main.message = "waiting", "CreateContainerConfigError", message
                 self._patch_status(message=message)
                 self.wake.wait(2.0)
@@ -246,6 +272,7 @@ class PodRunner:
             delay = min(MAX_BACKOFF, 0.5 * 2 ** min(main.restart_count, 8))
             last = main.terminated_dict(f"kubelab://{self.uid[:8]}-{main.name}-{main.restart_count}")
             main.state, main.reason, main.message = "waiting", "CrashLoopBackOff", f"back-off {delay:.0f}s"
+            self._event("BackOff", f"Back-off restarting failed container {main.name}", "Warning")
             main.last_terminated = last
             main.restart_count += 1
             for other in self.states[1:]:
@@ -312,6 +339,7 @@ class PodRunner:
         pidfile.write(self.dir / "pid", proc.pid)
         start = pidfile.process_start_time(proc.pid) or 0
         self.started = True
+        self._event("Started", f"Started container {main.name}")
         main.state, main.reason, main.message, main.started_at = "running", "", "", now()
         main.exit_code = main.signal = None
         main.finished_at = None
@@ -357,16 +385,6 @@ class PodRunner:
         if proc.returncode is None:
             self._signal_group(proc.pid, signal.SIGKILL)
 
-    def _wait_for_deletion(self) -> None:
-        """Keep the (finished) pod until its object is deleted, then delete it with grace 0."""
-        self._teardown_sandbox()
-        self.agent.release_gpus(self)
-        while not self.deleting:
-            self.wake.wait(30)
-            self.wake.clear()
-        if not self.gone:
-            self._delete_object()
-
     def _delete_object(self) -> None:
         body = client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid=self.uid))
         try:
@@ -401,6 +419,24 @@ class PodRunner:
             netns.kill_process_group(*entry)
             (self.dir / "pid").unlink(missing_ok=True)
         self._teardown_sandbox()
+
+    def _event(self, reason: str, message: str, kind: str = "Normal") -> None:
+        """Record an Event on the pod, as the kubelet does (spawners relay these as progress)."""
+        if self.gone:
+            return
+        stamp = rfc3339(now())
+        body = {
+            "metadata": {"generateName": f"{self.name}.", "namespace": self.namespace},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": self.name, "namespace": self.namespace,
+                               "uid": self.uid, "fieldPath": f"spec.containers{{{self.states[0].name}}}"},
+            "reason": reason, "message": message, "type": kind,
+            "source": {"component": "kubelet", "host": self.node.name},
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+        }
+        try:
+            self.agent.core.create_namespaced_event(self.namespace, body)
+        except ApiException as e:
+            log.debug("pod %s/%s: event %s not recorded: %s", self.namespace, self.name, reason, e.reason)
 
     def _patch_status(self, message: str = "") -> None:
         if self.gone:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 import signal
@@ -14,6 +15,7 @@ from kubernetes.client.rest import ApiException
 
 from kubelab.devcluster import pidfile
 from kubelab.devcluster.netns import sandbox_names
+from kubelab.devcluster.settings import load_instance
 from kubelab.devcluster.testing import python_pod, wait_for, wait_pod_phase
 
 pytestmark = pytest.mark.integration
@@ -26,12 +28,15 @@ def test_stopping_the_agent_kills_its_pod_processes(cluster, kube, namespace, tm
     core = kubernetes.client.CoreV1Api(kube)
     node = f"kl-agent-test-{secrets.token_hex(3)}"
     # Its own node (tainted, so no other test's pods land there), pod range and port; the shared bridge.
-    layout = {"nodes": [{"name": node, "pod_cidr": "10.244.240.0/20", "kubelet_port": 11299, "taints": [TAINT]}]}
+    instance = load_instance(cluster.state)
+    pod_cidr = str(list(ipaddress.ip_network(instance.pod_network).subnets(new_prefix=20))[-1])
+    layout = {"nodes": [{"name": node, "pod_cidr": pod_cidr, "kubelet_port": instance.kubelet_base_port + 49,
+                         "taints": [TAINT]}]}
     (tmp_path / "nodes.json").write_text(json.dumps(layout))
     agent = subprocess.Popen(
         [sys.executable, "-m", "kubelab.devcluster.agent", "--kubeconfig", str(cluster.kubeconfig),
          "--state", str(tmp_path / "agent"), "--pki", str(cluster.state / "pki"), "--nodes", str(tmp_path / "nodes.json"),
-         "--no-provisioner"],
+         "--bridge", instance.bridge, "--pod-network", instance.pod_network, "--no-provisioner"],
         stdout=open(tmp_path / "agent.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -44,7 +49,7 @@ def test_stopping_the_agent_kills_its_pod_processes(cluster, kube, namespace, tm
         created = core.create_namespaced_pod(namespace, pod)
         running = wait_pod_phase(core, namespace, "orphan-candidate", ("Running",))
         assert running.spec.node_name == node
-        assert running.status.pod_ip.startswith("10.244.24")
+        assert ipaddress.ip_address(running.status.pod_ip) in ipaddress.ip_network(pod_cidr)
         pid_file = tmp_path / "agent" / "pods" / f"{namespace}_orphan-candidate_{created.metadata.uid}" / "pid"
         pid, start = pidfile.read(pid_file)
         assert pidfile.process_start_time(pid) == start
