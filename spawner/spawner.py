@@ -178,6 +178,7 @@ class LabSpawner(KubeSpawner):
         self._base_settings = {name: copy.deepcopy(getattr(self, name)) for name in MANAGED_TRAITS}
         self.selection: Selection | None = None
         self._progress_messages: list[str] = []
+        self._home_pin: dict[str, str] = {}
 
     # -- catalogue, groups, cache --------------------------------------------------------------
 
@@ -233,6 +234,9 @@ class LabSpawner(KubeSpawner):
             selection, catalogue, username=self.user.name, server_name=self.name or "",
             groups=self.user_groups, base=self._base_settings,
         )
+        # the home-volume node pin of this start (see _wait_for_home) survives KubeSpawner's own
+        # second call of load_user_options inside _start
+        settings["node_selector"] = {**settings["node_selector"], **self._home_pin}
         for name, value in settings.items():
             setattr(self, name, value)
         self.selection = selection
@@ -289,6 +293,7 @@ class LabSpawner(KubeSpawner):
 
     async def _start(self) -> str:
         self._progress_messages = []
+        self._home_pin = {}
         selection = await self.load_user_options()
         cache = await self.cluster()
         ledger = shared_ledger(cache, self.get_catalogue())
@@ -344,7 +349,8 @@ class LabSpawner(KubeSpawner):
                 f"Your home volume is ReadWriteOnce and in use by {holders} on node {node}, which has no "
                 f"{cls.display_name}; stop it first",
             )
-        self.node_selector = {**self.node_selector, HOSTNAME_LABEL: labels.get(HOSTNAME_LABEL, node)}
+        self._home_pin = {HOSTNAME_LABEL: labels.get(HOSTNAME_LABEL, node)}
+        self.node_selector = {**self.node_selector, **self._home_pin}
         self._say(f"Your home volume is in use on node {node}; placing this server there too")
 
     async def _watch_unschedulable(self, cache: ClusterCache) -> str:

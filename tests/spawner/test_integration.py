@@ -271,3 +271,27 @@ def test_bad_catalogue_stops_hub_with_one_error(cluster, namespace, tmp_path):
         "unknown GPU class 'h100'; allowed: a100"
     ]
     assert "Traceback" not in str(info.value)
+
+
+def test_rwo_home_in_use_on_another_node_is_refused_before_any_pod(hub, hub_ns, core):
+    # alice's home is ReadWriteOnce and mounted by her CPU server on the CPU node; a GPU server would
+    # need it on the GPU node (Multi-Attach on a real cluster), so it is refused with the reason
+    spawn(hub, "dora", "", {"profile": "cpu-small"})
+    hub.api("POST", "/groups/gpu-users/users", json={"users": ["dora"]}).raise_for_status()
+    try:
+        r = hub.api("POST", "/users/dora/servers/gpu", json={"profile": "a100", "gpus": 1}, timeout=60)
+        assert r.status_code == 409, r.text
+        assert re.search(r"home volume is ReadWriteOnce and in use by default server on node kubelab-cpu, "
+                         r"which has no NVIDIA A100 80GB; stop it first", r.json()["message"])
+        assert len(pods_of(core, hub_ns, "dora")) == 1
+        # a second CPU server shares the node and the volume instead
+        spawn(hub, "dora", "more", {"profile": "cpu-small"})
+        pods = pods_of(core, hub_ns, "dora")
+        assert {p.spec.node_name for p in pods} == {"kubelab-cpu"}
+        assert [p.spec.node_selector for p in pods if p.metadata.labels["kubelab.io/server"] == "more"] == [
+            {"kubernetes.io/hostname": "kubelab-cpu"}
+        ]
+    finally:
+        hub.api("DELETE", "/groups/gpu-users/users", json={"users": ["dora"]})
+        hub.stop_server("dora", "more")
+        hub.stop_server("dora")
