@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -274,6 +275,9 @@ class Agent:
                 )
             except ApiException as e:
                 log.warning("node %s: status update failed: %s %s", spec.name, e.status, e.reason)
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                # The apiserver may be restarting; keep serving pods and retry at the next beat.
+                log.warning("node %s: status update failed: %s", spec.name, e)
 
     def start_kubelet_servers(self) -> None:
         """One HTTPS kubelet API per node on 127.0.0.1:<its port>."""
@@ -307,6 +311,10 @@ class Agent:
         log.info("process node serving %s", ", ".join(self.nodes))
         while not self.stop.wait(HEARTBEAT_SECONDS):
             self.heartbeat()
+            with self.lock:
+                runners = list(self.runners.values())
+            for runner in runners:
+                runner.retry_status()
         self.shutdown()
 
     def shutdown(self) -> None:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -99,6 +100,7 @@ class PodRunner:
         self.grace: float = 30.0
         self.gone = False
         self.parked = False
+        self.status_stale = False
         self.finished = threading.Event()
         self.wake = threading.Event()
         self.lock = threading.Lock()
@@ -420,6 +422,11 @@ class PodRunner:
             (self.dir / "pid").unlink(missing_ok=True)
         self._teardown_sandbox()
 
+    def retry_status(self) -> None:
+        """Post the status again if the last attempt failed (called from the agent's heartbeat)."""
+        if self.status_stale and not self.gone:
+            self._patch_status()
+
     def _event(self, reason: str, message: str, kind: str = "Normal") -> None:
         """Record an Event on the pod, as the kubelet does (spawners relay these as progress)."""
         if self.gone:
@@ -435,21 +442,27 @@ class PodRunner:
         }
         try:
             self.agent.core.create_namespaced_event(self.namespace, body)
-        except ApiException as e:
-            log.debug("pod %s/%s: event %s not recorded: %s", self.namespace, self.name, reason, e.reason)
+        except (ApiException, urllib3.exceptions.HTTPError) as e:
+            log.debug("pod %s/%s: event %s not recorded: %s", self.namespace, self.name, reason, e)
 
     def _patch_status(self, message: str = "") -> None:
         if self.gone:
             return
         status = pod_status(self.pod, self.states, self.ip, self.agent.host_ip, self.start_time, self.started,
                             now(), message)
+        self.status_stale = True
         try:
             self.agent.core.patch_namespaced_pod_status(
                 self.name, self.namespace, {"status": status}, _content_type=STRATEGIC
             )
+            self.status_stale = False
         except ApiException as e:
             if e.status == 404:
                 self.gone = True
                 self.deleting = True
                 return
             log.warning("pod %s/%s: status patch failed: %s %s", self.namespace, self.name, e.status, e.reason)
+        except urllib3.exceptions.HTTPError as e:
+            # The apiserver may be restarting; the next change posts the full status again.
+            log.warning("pod %s/%s: status patch failed: %s; retrying at the next heartbeat", self.namespace,
+                        self.name, e)
