@@ -17,6 +17,7 @@ import concurrent.futures
 import ipaddress
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -308,6 +309,9 @@ class Agent:
         self.services.start()
         self.services.synced.wait(30)
         self.pods.start()
+        self.pods.synced.wait(30)
+        # Tells `up` that this very agent (not a predecessor's Ready nodes) is serving.
+        (self.state / "ready").write_text(f"{os.getpid()}\n")
         log.info("process node serving %s", ", ".join(self.nodes))
         while not self.stop.wait(HEARTBEAT_SECONDS):
             self.heartbeat()

@@ -266,6 +266,14 @@ def _up_locked(state: Path, cache: Path, nodes: Path | None, layout: Layout, say
             wait_for(name, checks[name], READY_TIMEOUT, layout.pid(name), layout.log(name))
         say(f"{name} started (pid {pid})")
     names = [s.name for s in specs]
+    if "node-agent" in missing:
+        agent_pid = str(pidfile.alive(layout.pid("node-agent")))
+        ready_file = layout.agent_state / "ready"
+        wait_for(
+            "node-agent serving",
+            lambda: ready_file.exists() and ready_file.read_text().strip() == agent_pid,
+            READY_TIMEOUT, layout.pid("node-agent"), layout.log("node-agent"),
+        )
     wait_for(
         "nodes Ready and default ServiceAccount",
         lambda: _cluster_ready(instance, layout, names),
