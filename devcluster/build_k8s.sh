@@ -10,10 +10,18 @@ work=${KUBELAB_BUILD_DIR:-$(dirname "$dest")/build-src}
 step() { echo "[build] $*"; }
 
 export DEBIAN_FRONTEND=noninteractive
-if [ ! -f /etc/apt/sources.list.d/kubelab-deb-src.sources ]; then
-  step "adding deb-src entries for bookworm"
-  sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
-    > /etc/apt/sources.list.d/kubelab-deb-src.sources
+# apt-get source needs deb-src twins of the configured sources (deb822 or classic format).
+if [ ! -f /etc/apt/sources.list.d/kubelab-deb-src.sources ] && [ ! -f /etc/apt/sources.list.d/kubelab-deb-src.list ]; then
+  step "adding deb-src entries next to the existing apt sources"
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
+      > /etc/apt/sources.list.d/kubelab-deb-src.sources
+  elif grep -qs '^deb ' /etc/apt/sources.list; then
+    sed -n 's/^deb /deb-src /p' /etc/apt/sources.list > /etc/apt/sources.list.d/kubelab-deb-src.list
+  else
+    echo "[build] no apt sources found to derive deb-src entries from" >&2
+    exit 1
+  fi
 fi
 step "apt-get update"
 apt-get update -qq >/dev/null
