@@ -160,31 +160,59 @@ class HubBackend(JobBackend):
         """Log lines of one rank, streamed line by line (``GET jobs/{name}/logs``).
 
         The request is made when iteration starts; with ``follow`` the iterator ends when the
-        rank's container ends. Closing the iterator (``.close()`` or leaving a ``for`` loop)
-        closes the connection, which ends the service's follow.
+        rank ends. If the service ends a follow while the rank has not ended (it gives up
+        waiting for a pod that is still starting), the stream is opened again, skipping the
+        lines already yielded, so a follow started right after ``submit`` sees the whole run.
+        Closing the iterator (``.close()`` or leaving a ``for`` loop) closes the connection,
+        which ends the service's follow.
 
         Raises:
             KeyError: No such job (or no logs any more for that rank).
             JobSpecError: ``rank`` is outside ``0..workers-1``.
             RuntimeError: The service failed or could not be reached.
         """
-        params: dict[str, str] = {"rank": str(rank), "follow": "1" if follow else "0"}
-        if tail is not None:
-            params["tail"] = str(tail)
-        response = self._request(
-            "GET",
-            f"jobs/{quote(name, safe='')}/logs",
-            params=params,
-            stream=True,
-            # Following has no end we can bound; the connect timeout still applies.
-            timeout=(self.timeout, None) if follow else self.timeout,
-        )
+        received = 0
+        pause = self.backoff
+        while True:
+            params: dict[str, str] = {"rank": str(rank), "follow": "1" if follow else "0"}
+            # Resuming asks for the whole log and skips what was seen: a tail would not line up.
+            if tail is not None and not received:
+                params["tail"] = str(tail)
+            skip = received
+            response = self._request(
+                "GET",
+                f"jobs/{quote(name, safe='')}/logs",
+                params=params,
+                stream=True,
+                # Following has no end we can bound; the connect timeout still applies.
+                timeout=(self.timeout, None) if follow else self.timeout,
+            )
+            try:
+                for line in _lines(response.iter_content(chunk_size=None)):
+                    if skip:
+                        skip -= 1
+                        continue
+                    received += 1
+                    yield line
+            except requests.RequestException as e:
+                raise RuntimeError(f"logs of job {name!r} rank {rank}: stream broke: {e}") from e
+            finally:
+                response.close()
+            if not follow or (tail is not None and received) or self._rank_ended(name, rank):
+                return
+            time.sleep(pause)
+            pause = min(10.0, pause * 2)
+
+    def _rank_ended(self, name: str, rank: int) -> bool:
+        """Whether ``rank`` of job ``name`` has ended (or the job has, or is gone)."""
         try:
-            yield from _lines(response.iter_content(chunk_size=None))
-        except requests.RequestException as e:
-            raise RuntimeError(f"logs of job {name!r} rank {rank}: stream broke: {e}") from e
-        finally:
-            response.close()
+            status = self.get(name)
+        except KeyError:
+            return True
+        if status.done:
+            return True
+        ranks = [r for r in status.ranks if r.rank == rank]
+        return bool(ranks) and ranks[0].phase in ("Succeeded", "Failed", "Cancelled")
 
     def cancel(self, name: str) -> None:
         """Cancel the job and delete everything it created (``DELETE jobs/{name}``).

@@ -38,6 +38,7 @@ class Service:
         self.log_delay = 0.0
         self.files: dict[str, str] | None = None
         self.files_mode = "home"
+        self.pending_follows = 0  # follows answered empty, as for a pod that is still starting
 
 
 class Handler(tornado.web.RequestHandler):
@@ -114,6 +115,10 @@ class LogsHandler(Handler):
         if self.get_argument("rank") == "9":
             return self.fail(400, "rank: 9 is not allowed; allowed: 0..1", field="rank")
         self.set_header("Content-Type", "text/plain; charset=utf-8")
+        follow = self.get_argument("follow") == "1"
+        if follow and self.service.pending_follows:
+            self.service.pending_follows -= 1
+            return None  # the real service gives up waiting for a pod that has not started
         lines = self.service.log_lines
         tail = self.get_argument("tail", None)
         if tail is not None:
@@ -122,6 +127,8 @@ class LogsHandler(Handler):
             self.write(line + "\n")
             await self.flush()  # one chunk per line, as a followed pod log arrives
             await asyncio.sleep(self.service.log_delay)
+        if follow:  # a follow ends when the rank's container ends
+            self.service.jobs[name]["phase"] = "Succeeded"
         return None
 
 
@@ -265,9 +272,17 @@ def test_logs_are_streamed_line_by_line(client: JobClient, service: tuple[Servic
     # The first line arrives long before the server has written all five (2 s in all).
     assert first == "line 0" and time.monotonic() - start < 1.5
     assert list(lines) == [f"line {i}" for i in range(1, 5)]
-    assert state.requests[-1] == ("GET", "/hub/api/kubelab/jobs/ddp/logs?rank=1&follow=1")
+    assert state.requests[-2:] == [("GET", "/hub/api/kubelab/jobs/ddp/logs?rank=1&follow=1"),
+                                   ("GET", "/hub/api/kubelab/jobs/ddp")]  # checks the rank ended
     state.log_delay = 0
     assert list(client.logs("ddp", tail=2)) == ["line 3", "line 4"]
+
+    # A follow that the service ends before the rank started is opened again until it has.
+    state.jobs["ddp"]["phase"] = "Pending"
+    state.pending_follows = 2
+    assert list(client.logs("ddp", follow=True)) == [f"line {i}" for i in range(5)]
+    follows = [r for r in state.requests if "follow=1" in r[1]]
+    assert len(follows) == 4  # the one above, two empty answers, and the one with the lines
     with pytest.raises(JobSpecError, match=r"rank: 9 is not allowed") as info:
         list(client.logs("ddp", rank=9))
     assert info.value.field == "rank"
