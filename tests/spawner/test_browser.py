@@ -56,7 +56,7 @@ def login(browser, hub, user: str):
     page.fill("input[name=username]", user)
     page.fill("input[name=password]", "pw")
     page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url(re.compile(r"/hub/(spawn|home)"), timeout=30000)
+    page.wait_for_url(re.compile(r"/(hub/(spawn|home)|user/)"), timeout=30000)
     return context, page
 
 
@@ -106,6 +106,13 @@ def test_picker_for_gpu_user_follows_the_cluster(hub, browser, core):
     assert after == expected_text(core), after
     assert int(after.split()[0]) == free_before - 1 or int(after.split()[0]) == gpu_free_from_api(core)[0]
     page.screenshot(path=str(SCREENSHOTS / "picker-after-gpu-start.png"), full_page=True)
+    context.close()
+
+    # henry's last choice (a100) is pre-selected when he opens the picker for another server
+    context, page = login(browser, hub, "henry")
+    page.goto(f"{hub.url}/hub/spawn/henry/second")
+    assert page.is_checked("#kl-radio-a100")
+    assert page.locator("#kl-gpus-a100 option[selected]").inner_text().startswith("1 GPU")
     context.close()
     hub.stop_server("henry")
 

@@ -11,7 +11,7 @@ import kubernetes
 import pytest
 import requests
 from kubernetes.client.rest import ApiException
-from labhub import CATALOGUE, GPU_CLASS, make_namespace, start_hub
+from labhub import CATALOGUE, GPU_CLASS, gpu_free_from_api, make_namespace, start_hub
 
 pytestmark = pytest.mark.integration
 
@@ -199,15 +199,22 @@ def test_concurrent_quota_admits_exactly_one(hub, hub_ns, core):
 
 
 def test_unschedulable_fails_fast_and_keeps_pvc(hub, hub_ns, core):
-    t = time.monotonic()
-    r = hub.api("POST", "/users/boss/servers/huge", json={"profile": "a100", "gpus": 8}, timeout=60)
-    seconds = time.monotonic() - t
-    print(f"unschedulable spawn failed in {seconds:.2f} s: {r.status_code} {r.text[:300]}")
-    assert r.status_code == 409, r.text
-    assert f"Not enough free {GPU_CLASS} GPUs: you asked for 8" in r.json()["message"]
-    assert seconds < 15
-    wait_no_pods(core, hub_ns, "boss", timeout=10)
-    assert pvc_exists(core, hub_ns, "home-boss")
+    # take a GPU first, so the request below is for GPUs that exist but are not free
+    spawn(hub, "carol", "hold", {"profile": "a100", "gpus": 1})
+    try:
+        free, total = gpu_free_from_api(core)
+        want = min(c for c in (1, 2, 4, 8) if c > free)
+        t = time.monotonic()
+        r = hub.api("POST", "/users/boss/servers/huge", json={"profile": "a100", "gpus": want}, timeout=60)
+        seconds = time.monotonic() - t
+        print(f"unschedulable spawn ({want} asked, {free} of {total} free) failed in {seconds:.2f} s: {r.status_code} {r.text[:300]}")
+        assert r.status_code == 409, r.text
+        assert f"Not enough free {GPU_CLASS} GPUs: you asked for {want}" in r.json()["message"]
+        assert seconds < 15
+        wait_no_pods(core, hub_ns, "boss", timeout=10)
+        assert pvc_exists(core, hub_ns, "home-boss")
+    finally:
+        hub.stop_server("carol", "hold")
 
 
 def test_home_persists_and_no_gpu_leak(hub, hub_ns, core):
