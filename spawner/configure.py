@@ -16,7 +16,7 @@ def configure_hub(c: Any, catalogue: Catalogue) -> None:
 
     Sets ``JupyterHub.spawner_class``, ``LabSpawner.catalogue``, the availability handlers
     (appended to ``JupyterHub.extra_handlers``), named servers up to the catalogue's
-    ``defaults.maxNamedServers``, and a start timeout that leaves room for image pulls.
+    ``defaults.maxNamedServers`` (0 turns them off), and a start timeout that leaves room for image pulls.
     Call it after loading the catalogue, so a bad catalogue stops the hub before anything starts::
 
         from kubelab.hub_config.catalogue import load_catalogue
@@ -32,7 +32,8 @@ def configure_hub(c: Any, catalogue: Catalogue) -> None:
     c.JupyterHub.spawner_class = LabSpawner
     c.LabSpawner.catalogue = catalogue
     c.JupyterHub.extra_handlers.extend(availability_handlers(catalogue))
-    c.JupyterHub.allow_named_servers = True
+    # JupyterHub reads a limit of 0 as "unlimited", so 0 in the catalogue turns named servers off
+    c.JupyterHub.allow_named_servers = catalogue.max_named_servers > 0
     c.JupyterHub.named_server_limit_per_user = catalogue.max_named_servers
     # fail-fast ends refused spawns in seconds; this bound is only for slow image pulls
     c.LabSpawner.start_timeout = 600

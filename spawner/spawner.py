@@ -26,7 +26,14 @@ from tornado import web
 from traitlets import Bool, Instance, Integer, Unicode, default
 
 from kubelab.hub_config.catalogue import Catalogue, load_catalogue
-from kubelab.hub_config.naming import LABEL_USER, MANAGED_BY, MANAGED_BY_VALUE, home_claim_name, user_label
+from kubelab.hub_config.naming import (
+    LABEL_SERVER,
+    LABEL_USER,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    home_claim_name,
+    user_label,
+)
 
 from .availability import ClassAvailability, gpu_availability
 from .cluster import ClusterCache, ManagedPodsView, shared_cache
@@ -276,11 +283,17 @@ class LabSpawner(KubeSpawner):
     async def render_options_form(self) -> str:
         """Render the picker for this user (JupyterHub calls it with the spawner)."""
         catalogue = self.get_catalogue()
-        ledger = await self.ledger()
-        snapshot = ledger.snapshot(self.user.name, self.user_groups)
+        try:
+            ledger = await self.ledger()
+            remaining = ledger.snapshot(self.user.name, self.user_groups)["gpus_remaining"]
+            availability = await self.availability()
+        except TimeoutError as e:
+            # the API server is unreachable: still show the choices; the spawn itself will say why
+            self.log.warning("picker without live availability: %s", e)
+            remaining, availability = None, {}
         views = profile_views(
-            offered_profiles(catalogue, self.user_groups), catalogue, await self.availability(),
-            gpus_remaining=snapshot["gpus_remaining"],  # type: ignore[arg-type]
+            offered_profiles(catalogue, self.user_groups), catalogue, availability,
+            gpus_remaining=remaining,  # type: ignore[arg-type]
         )
         url = f"{self.hub.base_url}api/kubelab/availability" if self.hub else "/hub/api/kubelab/availability"
         return render_form(views, self.last_options(), url)
@@ -302,7 +315,7 @@ class LabSpawner(KubeSpawner):
         try:
             reservation = await ledger.reserve(
                 self.user.name, self.user_groups, gpus=selection.gpus, servers=1, what=what,
-                match={LABEL_USER: user_label(self.user.name), "kubelab.io/server": server_label(self.name or "")},
+                match={LABEL_USER: user_label(self.user.name), LABEL_SERVER: server_label(self.name or "")},
             )
         except QuotaExceeded as e:
             raise web.HTTPError(e.status, e.message, reason=e.message) from e

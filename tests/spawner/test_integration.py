@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -70,6 +71,24 @@ def spawn(hub, user: str, server: str, options: dict, timeout: float = 120) -> d
     r = hub.api("POST", path, json=options, timeout=timeout)
     assert r.status_code in (201, 202), (r.status_code, r.text)
     return hub.wait_server(user, server, timeout=timeout)
+
+
+def spawn_watching_progress(hub, user: str, options: dict) -> tuple[dict, list[str]]:
+    """Spawn the default server while reading the hub's progress event stream; return (model, messages)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        post = pool.submit(hub.api, "POST", f"/users/{user}/server", json=options, timeout=120)
+        time.sleep(0.3)  # let the hub register the pending spawn
+        messages: list[str] = []
+        with requests.get(f"{hub.api_url}/users/{user}/server/progress", headers={"Authorization": f"token {hub.token}"},
+                          stream=True, timeout=120) as r:
+            for line in r.iter_lines():
+                if line.startswith(b"data:"):
+                    event = json.loads(line[5:])
+                    messages.append(event.get("message", ""))
+                    if event.get("ready") or event.get("failed"):
+                        break
+        assert post.result().status_code in (201, 202)
+    return hub.wait_server(user), messages
 
 
 def test_rest_spawns_cpu_and_gpu(hub, hub_ns, core):
@@ -219,7 +238,11 @@ def test_unschedulable_fails_fast_and_keeps_pvc(hub, hub_ns, core):
 
 def test_home_persists_and_no_gpu_leak(hub, hub_ns, core):
     # GPU first, then CPU for the same user and server: the CPU pod must carry nothing of the GPU spawn
-    model = spawn(hub, "gina", "", {"profile": "a100", "gpus": 2})
+    model, progress = spawn_watching_progress(hub, "gina", {"profile": "a100", "gpus": 2})
+    print("progress:", progress)
+    assert "Checking quota for A100 GPU (2 × NVIDIA A100 80GB, PyTorch (CUDA))" in progress
+    assert "Creating your server (2 × NVIDIA A100 80GB, home volume home-gina)" in progress
+    assert "Placed on node kubelab-gpu-a100" in progress
     token = hub.user_token("gina")
     base = f"{hub.url}{model['url']}api/contents/kept.txt"
     auth = {"Authorization": f"token {token}"}
