@@ -5,6 +5,11 @@ session id is the value of the ``jupyterhub-session-id`` cookie, so the log woul
 value that identifies a live browser session. kubelab's rule is that logs hold no tokens or
 session values, so this filter replaces those arguments with ``[secret]``, the way JupyterHub
 already scrubs ``?code=`` and ``?state=`` in its access log.
+
+oauthlib (the hub's own OAuth provider for single-user servers) logs whole authorization
+codes at DEBUG ("Created authorization code grant {'code': ...}"). JupyterHub sets the
+``oauthlib`` logger to the hub's level, so ``--debug`` would write live codes to the log; its
+module loggers are pinned to INFO instead, which drops only those DEBUG lines.
 """
 
 from __future__ import annotations
@@ -26,9 +31,25 @@ class RedactXsrfSessionIds(logging.Filter):
         return True  # never drop a record, only redact it
 
 
+def quiet_oauthlib() -> list[str]:
+    """Pin every loaded ``oauthlib.*`` module logger to INFO.
+
+    JupyterHub imports all of oauthlib's OAuth2 modules before it reads its config, so their
+    loggers exist by then; the parent ``oauthlib`` logger is left to JupyterHub.
+
+    Returns:
+        The loggers pinned.
+    """
+    names = sorted(n for n in logging.root.manager.loggerDict if n.startswith("oauthlib."))
+    for name in names:
+        logging.getLogger(name).setLevel(logging.INFO)
+    return names
+
+
 def install() -> None:
-    """Attach the filter to the loggers that emit the message (idempotent)."""
+    """Attach the filter and pin oauthlib's loggers (idempotent)."""
     for name in XSRF_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactXsrfSessionIds) for f in logger.filters):
             logger.addFilter(RedactXsrfSessionIds())
+    quiet_oauthlib()
