@@ -138,6 +138,20 @@ def write_token_kubeconfig(api: kubernetes.client.ApiClient, token: str, path: P
     return path
 
 
+def _cluster_wide_copies(objects: list[Manifest], namespace: str, service_account: str) -> list[Manifest]:
+    """A ClusterRole with the rendered Role's rules, bound to the account cluster-wide."""
+    role = next(o for o in objects if o["kind"] == "Role" and o["metadata"]["namespace"] == namespace)
+    name = f"{role['metadata']['name']}-{namespace}-all-namespaces"
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": name, "labels": role["metadata"]["labels"]}, "rules": role["rules"]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": name, "labels": role["metadata"]["labels"]},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]},
+    ]
+
+
 @contextmanager
 def hub_account(
     api: kubernetes.client.ApiClient,
@@ -147,8 +161,15 @@ def hub_account(
     values: Mapping[str, Any] | None = None,
     release: str = "kubelab",
     service_account: str = "hub",
+    all_namespaces: bool = False,
+    without: frozenset[str] = frozenset(),
 ) -> Iterator[HubAccount]:
     """Set up the hub's ServiceAccount with the chart's roles in ``namespace``; yield its kubeconfig.
+
+    With ``all_namespaces``, the rendered Role's rules (the same verbs on the same resources) are
+    also bound cluster-wide through a ClusterRole, for test suites that create their namespaces
+    after the hub's account exists (each test module makes its own). The rules are still
+    exactly the chart's; only where they apply is wider.
 
     Args:
         api: An admin client (the ``kube`` fixture).
@@ -157,6 +178,9 @@ def hub_account(
         values: Chart values (e.g. engines to switch on); ``hub.serviceAccountName`` is set here.
         release: Release name to render with.
         service_account: Name of the hub's ServiceAccount.
+        all_namespaces: Bind the Role's rules in every namespace (see above).
+        without: Resources to strip from the rendered Role, for a negative control showing that
+            a suite really runs under this account (it must then fail with 403).
 
     Yields:
         The :class:`HubAccount`.
@@ -165,8 +189,14 @@ def hub_account(
     # Only the release namespace exists in a test; the jobs namespace defaults to it.
     rendered = render(merged, release=release, namespace=namespace)
     objects = [o for o in rendered if o["kind"] in RBAC_KINDS or o["kind"] == "ServiceAccount"]
+    for role in (o for o in objects if o["kind"] == "Role"):
+        for rule in role["rules"]:
+            rule["resources"] = [r for r in rule["resources"] if r not in without]
+        role["rules"] = [rule for rule in role["rules"] if rule["resources"]]
     hub_sa: Manifest = {"apiVersion": "v1", "kind": "ServiceAccount",
                         "metadata": {"name": service_account, "namespace": namespace}}
+    if all_namespaces:
+        objects += _cluster_wide_copies(objects, namespace, service_account)
     applied: list[Manifest] = []
     try:
         for obj in [hub_sa, *objects]:
