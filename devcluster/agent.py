@@ -295,6 +295,7 @@ class Agent:
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT, then stop every pod process and remove the sandboxes."""
+        (self.state / "pods").mkdir(parents=True, exist_ok=True)
         leftovers = netns.cleanup_pod_sandboxes(self.state)
         if leftovers:
             log.info("cleaned up %d sandbox(es) left by a previous agent", leftovers)

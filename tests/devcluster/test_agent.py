@@ -40,9 +40,13 @@ def test_stopping_the_agent_kills_its_pod_processes(cluster, kube, namespace, tm
         stdout=open(tmp_path / "agent.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        wait_for(lambda: any(c.type == "Ready" and c.status == "True"
-                             for c in (core.read_node(node).status.conditions or [])) if _exists(core, node) else None,
-                 30, f"node {node} Ready")
+        def node_ready() -> bool:
+            assert agent.poll() is None, (tmp_path / "agent.log").read_text()
+            return _exists(core, node) and any(
+                c.type == "Ready" and c.status == "True" for c in core.read_node(node).status.conditions or []
+            )
+
+        wait_for(node_ready, 30, f"node {node} Ready")
         pod = python_pod("orphan-candidate", "import time; print('up', flush=True); time.sleep(600)",
                          nodeSelector={"kubernetes.io/hostname": node},
                          tolerations=[{**TAINT, "operator": "Equal"}])
