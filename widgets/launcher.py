@@ -222,15 +222,16 @@ class JobLauncher:
         self.framework.value = current if current in frameworks else frameworks[0]
         self.workers.max = max(1, int(options.get("max_workers") or 1))
         self.workers.value = min(2, self.workers.max)
-        self.gpu_class.options = [("CPU only", None)] + [
+        # "" rather than None for "no choice": a Dropdown shows value None as an empty box.
+        self.gpu_class.options = [("CPU only", "")] + [
             (gpu_class_label(g), g["key"]) for g in options.get("gpu_classes") or []
         ]
-        self.gpu_class.value = None
-        self.image.options = [("the notebook's image", None)] + [
+        self.gpu_class.value = ""
+        self.image.options = [("the notebook's image", "")] + [
             (str(i.get("display_name") or i["key"]), i["key"]) for i in options.get("images") or []
         ]
         self.image.value = options.get("default_image") if options.get("default_image") in \
-            [v for _, v in self.image.options] else None
+            [v for _, v in self.image.options] else ""
         self._on_gpu_class()
         self._on_framework()
 
@@ -252,7 +253,7 @@ class JobLauncher:
 
     def _on_gpu_class(self, change: dict[str, Any] | None = None) -> None:
         counts = self._gpu_class_options(self.gpu_class.value).get("counts") or []
-        if self.gpu_class.value is None or not counts:
+        if not self.gpu_class.value or not counts:
             self.gpus.options = [("0 (CPU)", 0)]
             self.gpus.value = 0
             self.gpus.disabled = True
@@ -355,8 +356,8 @@ class JobLauncher:
             args=args,
             workers=int(self.workers.value),
             gpus_per_worker=int(self.gpus.value or 0),
-            gpu_class=self.gpu_class.value,
-            image=self.image.value,
+            gpu_class=self.gpu_class.value or None,
+            image=self.image.value or None,
             env=parse_env(self.env.value),
         )
 

@@ -74,7 +74,8 @@ def fill(launcher: JobLauncher, **values: Any) -> None:
 def test_form_is_built_from_the_options(launcher: JobLauncher) -> None:
     assert list(launcher.framework.options) == ["pytorch", "tensorflow", "mpi", "replicas"]
     assert launcher.workers.max == 4
-    assert list(launcher.gpu_class.options) == [("CPU only", None)]
+    assert list(launcher.gpu_class.options) == [("CPU only", "")]
+    assert launcher.gpu_class.label == "CPU only" and launcher.image.label == "the notebook's image"
     assert launcher.gpus.disabled and launcher.gpus.value == 0
     assert launcher.name.value.startswith("pytorch-")
     assert "GPU quota: unlimited" in launcher.header.value
@@ -94,7 +95,7 @@ def test_gpu_choices_show_availability_and_quota(tmp_path: Path) -> None:
         assert "This job takes 4 GPU(s); 1 left in your quota; 3 free now (it will wait for GPUs)" \
             in launcher.gpu_note.value
         assert "#b00020" in launcher.gpu_note.value  # over the quota: shown as a warning
-        fill(launcher, gpu_class=None)
+        fill(launcher, gpu_class="")
         assert launcher.gpus.disabled and launcher.gpu_note.value == ""
         fill(launcher, gpu_class="a100", script="-m pkg.train", args="--lr 0.1 --name 'a b'", env="A=1\n# c\nB = x=y")
         spec = launcher.spec_from_form()
