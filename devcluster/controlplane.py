@@ -143,6 +143,8 @@ def component_commands(
             f"--kubelet-client-certificate={pki.kubelet_client.cert}",
             f"--kubelet-client-key={pki.kubelet_client.key}",
             "--authorization-mode=RBAC", "--allow-privileged=true",
+            # v1 Endpoints refuse the loopback advertise address; without this it logs an error every 10 s.
+            "--endpoint-reconciler-type=none",
             "--feature-gates=TTLAfterFinished=true", "--v=1",
         ],
         "kube-controller-manager": [
