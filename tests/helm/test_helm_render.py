@@ -7,11 +7,12 @@ against the upstream Kueue v0.19.2 CRD schemas in ../shared/crds instead.
 
 from __future__ import annotations
 
+import helm_python as helm
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from kubelab_chart import FULL_VALUES, Manifest, by_kind, crd_schema, load_values, one, render
+from kubelab_chart import CHART_DIR, FULL_VALUES, Manifest, by_kind, crd_schema, load_values, one, render
 
 from kubelab.hub_config.catalogue import parse_catalogue
 
@@ -153,3 +154,21 @@ def test_release_name_and_namespace_shape_names() -> None:
     objects = render(release="lab2", namespace="other")
     one(objects, "ConfigMap", "lab2-kubelab-platform", "other")
     one(objects, "ClusterRole", "lab2-kubelab-other-hub")
+
+
+@pytest.mark.parametrize("values_name", ["default", "full"])
+@pytest.mark.parametrize("kube_version", ["v1.20.0", "v1.28.0", "v1.32.0"])
+def test_helm_lint_is_clean(values_name: str, kube_version: str) -> None:
+    """`helm lint --strict` finds nothing, for the devcluster's 1.20 and the z2jh-supported versions."""
+    values = load_values(FULL_VALUES) if values_name == "full" else None
+    report = helm.lint(CHART_DIR, values, strict=True, kube_version=kube_version)
+    findings = [m for m in report["messages"] if m["severity"] >= 1] + report["errors"]
+    assert findings == [], findings
+
+
+def test_notes_name_the_objects() -> None:
+    """NOTES.txt renders and tells the admin what was created and what comes next."""
+    with helm.Chart.load(CHART_DIR) as chart:
+        notes = chart.render(load_values(FULL_VALUES), name="kubelab", namespace="jhub")["kubelab/templates/NOTES.txt"]
+    assert "ConfigMap kubelab-platform" in notes and "ClusterQueue kubelab" in notes
+    assert "rollout restart deployment/hub" in notes
