@@ -100,6 +100,7 @@ class PodRunner:
         self.grace: float = 30.0
         self.gone = False
         self.parked = False
+        self.shutting_down = False
         self.status_stale = False
         self.finished = threading.Event()
         self.wake = threading.Event()
@@ -195,8 +196,9 @@ class PodRunner:
             # A finished (or simulated) pod needs no thread while it waits for deletion: park it,
             # and request_delete hands the final step to the agent's pool.
             with self.lock:
-                self.parked = not self.deleting
-            if not self.parked:
+                self.parked = not self.deleting and not self.shutting_down
+                finalize = self.deleting and not self.shutting_down
+            if finalize:
                 self._finalize()
 
     def _finalize(self) -> None:
@@ -248,7 +250,7 @@ class PodRunner:
             main.finished_at = now()
             self._patch_status()
             return
-        while not self.deleting:
+        while not self.deleting and not self.shutting_down:
             try:
                 spec_path = self._prepare()
             except (PodConfigError, ApiException) as e:
@@ -265,7 +267,7 @@ class PodRunner:
             main.reason, main.message, main.finished_at = exit_reason(code), "", now()
             for other in self.states[1:]:
                 other.state, other.exit_code, other.reason, other.finished_at = "terminated", code, main.reason, now()
-            if self.deleting:
+            if self.deleting or self.shutting_down:
                 break
             policy = self._restart_policy()
             if policy == "Never" or (policy == "OnFailure" and code == 0):
@@ -330,7 +332,9 @@ class PodRunner:
         argv = ["ip", "netns", "exec", self.netns or "", sys.executable, "-m", "kubelab.devcluster.podinit",
                 str(spec_path)]
         with self.lock:
-            if self.deleting:
+            # Checked under the lock that request_delete and stop_for_shutdown take: no process may
+            # start once either has looked for one to stop.
+            if self.deleting or self.shutting_down:
                 writer.close()
                 return 137, signal.SIGKILL
             proc = subprocess.Popen(
@@ -408,14 +412,21 @@ class PodRunner:
         self._teardown_sandbox()
 
     def stop_for_shutdown(self, timeout: float) -> None:
-        """Agent shutdown: SIGTERM the process group, SIGKILL after ``timeout``, remove the sandbox."""
-        proc = self.proc
+        """Agent shutdown: SIGTERM the process group, SIGKILL after ``timeout``, remove the sandbox.
+
+        The pod object stays (its node is going away, not the pod); no restart may follow.
+        """
+        with self.lock:
+            self.shutting_down = True
+            proc = self.proc
+        self.wake.set()
         if proc is not None and proc.returncode is None:
             self._signal_group(proc.pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while proc.returncode is None and time.monotonic() < deadline:
                 time.sleep(0.05)
-            self._signal_group(proc.pid, signal.SIGKILL)
+            if proc.returncode is None:
+                self._signal_group(proc.pid, signal.SIGKILL)
         entry = pidfile.read(self.dir / "pid")
         if entry is not None:
             netns.kill_process_group(*entry)

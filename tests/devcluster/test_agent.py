@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import secrets
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import kubernetes
 import pytest
@@ -47,8 +50,10 @@ def test_stopping_the_agent_kills_its_pod_processes(cluster, kube, namespace, tm
             )
 
         wait_for(node_ready, 30, f"node {node} Ready")
-        pod = python_pod("orphan-candidate", "import time; print('up', flush=True); time.sleep(600)",
-                         nodeSelector={"kubernetes.io/hostname": node},
+        token = f"kubelab-orphan-token-{secrets.token_hex(4)}"
+        # restartPolicy Always: the agent must not restart what it just stopped while shutting down.
+        pod = python_pod("orphan-candidate", f"import time; print('up', flush=True); time.sleep(600)  # {token}",
+                         restart_policy="Always", nodeSelector={"kubernetes.io/hostname": node},
                          tolerations=[{**TAINT, "operator": "Equal"}])
         created = core.create_namespaced_pod(namespace, pod)
         running = wait_pod_phase(core, namespace, "orphan-candidate", ("Running",))
@@ -61,6 +66,8 @@ def test_stopping_the_agent_kills_its_pod_processes(cluster, kube, namespace, tm
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=30) == 0
         assert pidfile.process_start_time(pid) != start, "the pod process outlived its agent"
+        time.sleep(1)
+        assert _processes_with(token) == [], "a pod process was (re)started after the agent stopped"
         netns_name, veth = sandbox_names(created.metadata.uid)
         assert netns_name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert subprocess.run(["ip", "link", "show", veth], capture_output=True).returncode != 0
@@ -73,6 +80,20 @@ def test_stopping_the_agent_kills_its_pod_processes(cluster, kube, namespace, tm
         except ApiException as e:
             if e.status != 404:
                 raise
+
+
+def _processes_with(token: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains ``token``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if token.encode() in (entry / "cmdline").read_bytes() and pidfile.process_start_time(int(entry.name)):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def _exists(core: kubernetes.client.CoreV1Api, node: str) -> bool:
