@@ -175,3 +175,15 @@ def test_throwaway_instance_up_twice_then_down_leaves_no_process(cluster, tmp_pa
     finally:
         wiped = run_cli("down", "--wipe", env=env)
     assert wiped.returncode == 0 and not state.exists()
+
+
+def test_ensure_cluster_uses_a_foreign_kubeconfig_as_is(tmp_path, monkeypatch):
+    from kubelab.devcluster import ensure_cluster
+
+    foreign = tmp_path / "kind-kubeconfig"
+    foreign.write_text("apiVersion: v1\nkind: Config\n")
+    monkeypatch.setenv("KUBECONFIG", str(foreign))
+    monkeypatch.setenv("KUBELAB_HOST_IP", "192.0.2.10")
+    info = ensure_cluster(state=tmp_path / "state")
+    assert (info.kubeconfig, info.host_ip, info.external, info.started) == (foreign, "192.0.2.10", True, False)
+    assert not (tmp_path / "state").exists()
