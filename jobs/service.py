@@ -31,9 +31,9 @@ from tornado.iostream import StreamClosedError
 from traitlets.config import Config
 
 from kubelab.hub_config.catalogue import Catalogue
-from kubelab.hub_config.naming import LABEL_JOB, LABEL_USER, user_label
+from kubelab.hub_config.naming import LABEL_JOB, LABEL_USER, home_claim_name, user_label
 from kubelab.jobs import builders, policy
-from kubelab.jobs.builders.common import BuildContext, files_mode, job_id
+from kubelab.jobs.builders.common import FILES_HOME, BuildContext, files_mode, job_id
 from kubelab.jobs.engines import Engines, discover
 from kubelab.jobs.kube import AlreadyExists, JobCache, JobsApi, shared_job_cache
 from kubelab.jobs.spec import JobSpec, JobSpecError, JobStatus
@@ -218,6 +218,10 @@ class JobsService:
         jid = job_id(user, spec.name)
         if jid in self.cache.parents:
             raise JobExists(f"job '{spec.name}' already exists; cancel it first or pick another name")
+        if files_mode(ctx.home, ctx.shared) == FILES_HOME and not await self.api.claim_exists(home_claim_name(user)):
+            # Without this, every rank would sit Pending on a missing claim; say so now instead.
+            raise JobSpecError("script", f"job pods read your files from your home {home_claim_name(user)}, "
+                               "which does not exist yet: start your notebook server once, then submit again")
         try:
             reservation = await self.ledger.reserve(
                 user, groups, gpus=spec.total_gpus, what=f"job '{spec.name}'",

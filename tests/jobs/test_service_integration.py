@@ -310,6 +310,10 @@ def test_isolation_scopes_and_bad_input_create_nothing(
         assert r.status_code == 400, (extra, r.text)
         assert r.json()["field"] == field, r.json()
         assert field in r.json()["message"]
+    # bob has no home claim yet (never started a server): refused at once instead of Pending forever.
+    r = api(hub, "POST", "jobs", bob, json={"name": "nohome", "script": "t.py"})
+    assert r.status_code == 400 and r.json()["field"] == "script", r.text
+    assert "home-bob, which does not exist yet" in r.json()["message"]
     r = api(hub, "POST", "jobs", tokens["alice"], data="{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["field"] == "(body)"
     assert all_kubelab_objects(kube, jobs_ns) == baseline
