@@ -275,6 +275,7 @@ class JobCache:
         # (user label, job name) → names of that job's pods / batch Jobs, so a status read never scans.
         self.pods_by_job: dict[tuple[str, str], set[str]] = {}
         self.jobs_by_job: dict[tuple[str, str], set[str]] = {}
+        self.configmaps_by_job: dict[tuple[str, str], set[str]] = {}
         self.stats = {f"{verb}_{k}": 0 for k in self._kinds for verb in ("list", "watch")}
         self._loaded = {k: asyncio.Event() for k in self._kinds}
         self._tasks: list[asyncio.Task[None]] = []
@@ -330,7 +331,7 @@ class JobCache:
             store = self._store(kind)
             name = obj["metadata"]["name"]
             labels = obj["metadata"].get("labels") or {}
-            index = {"pods": self.pods_by_job, "jobs": self.jobs_by_job}.get(kind)
+            index = {"pods": self.pods_by_job, "jobs": self.jobs_by_job, "configmaps": self.configmaps_by_job}.get(kind)
             key = (labels.get(LABEL_USER, ""), labels.get(LABEL_JOB, ""))
             if event_type == "DELETED":
                 store.pop(name, None)
@@ -360,6 +361,8 @@ class JobCache:
             self.pods_by_job.clear()
         elif kind == "jobs":
             self.jobs_by_job.clear()
+        elif kind == "configmaps":
+            self.configmaps_by_job.clear()
         for item in body.get("items") or []:
             item.setdefault("kind", {"configmaps": "ConfigMap", "jobs": "Job", "pods": "Pod", "events": "Event"}[kind])
             self.apply(kind, "ADDED", item)

@@ -396,11 +396,10 @@ class JobsService:
         labels = (obj.get("metadata") or {}).get("labels") or {}
         if LABEL_JOB not in labels or self.cache is None:
             return
-        for parent in self._parents():
-            plabels = parent["metadata"].get("labels") or {}
-            if plabels.get(LABEL_USER) == labels.get(LABEL_USER) and plabels.get(LABEL_JOB) == labels[LABEL_JOB]:
-                self._schedule(parent["metadata"]["name"])
-                return
+        key = (labels.get(LABEL_USER, ""), labels[LABEL_JOB])
+        for name in self.cache.configmaps_by_job.get(key, ()):
+            if "spec.json" in (self.cache.parents.get(name, {}).get("data") or {}):
+                self._schedule(name)
 
     def _schedule(self, jid: str) -> None:
         if jid in self._reconciling:
