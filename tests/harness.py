@@ -171,7 +171,9 @@ c.JupyterHub.load_roles.append(
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
+                code = self.proc.returncode
+                self.stop()  # closes the log and reaps a proxy the hub may have started
+                raise RuntimeError(f"hub exited with {code}:\n{self.log_tail()}")
             try:
                 if requests.get(self.api_url + "/", timeout=2).ok:
                     return self
