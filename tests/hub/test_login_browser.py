@@ -116,6 +116,10 @@ def test_alice_lands_on_picker_with_gpu_profiles(platform: Platform, browser_con
     expect(page.locator("#kl-radio-cpu-small")).to_be_visible()
     shot(page, "login-picker-alice.png")
     collect(browser_context, seen)
+    page.goto(f"{platform.url}/hub/home")
+    expect(page.locator("#kubelab-gpu-status")).to_have_attribute("data-state", "ready")
+    expect(page.locator("#kubelab-gpu-status li")).to_contain_text([re.compile(r"NVIDIA A100 80GB\s*\d+ of \d+ free")])
+    shot(page, "login-home.png")
     user = platform.hub.api("GET", "/users/alice").json()
     assert user["groups"] == ["gpu-users"]
     assert user["admin"] is False
