@@ -144,7 +144,12 @@ def test_launcher_runs_a_ddp_job_in_jupyterlab(lab_hub: HubProcess, browser: Any
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120000)
     page.click(".jp-Cell .jp-InputArea-editor")
     page.keyboard.press("Shift+Enter")
-    page.wait_for_selector(".kubelab-launcher button:has-text('Submit')", timeout=120000)
+    try:
+        page.wait_for_selector(".kubelab-launcher button:has-text('Submit')", timeout=180000)
+    except Exception as e:  # noqa: BLE001 - re-raised with what the notebook shows
+        page.screenshot(path=str(hub.workdir / "launcher-failed.png"), full_page=True)
+        raise AssertionError(f"no launcher; cell output: {page.locator('.jp-OutputArea').all_inner_texts()!r}; "
+                             f"screenshot {hub.workdir / 'launcher-failed.png'}") from e
 
     def field(label: str) -> Any:
         return page.locator(f".kubelab-launcher .widget-inline-hbox:has(label:text-is('{label}')) input").first
