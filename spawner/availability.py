@@ -128,6 +128,8 @@ def unfit_reason(count: int, availability: ClassAvailability | None) -> str | No
         name = availability.display_name if availability else "this GPU class"
         return f"no schedulable {name} node in the cluster"
     if count > availability.max_free_on_node:
+        if count > availability.allocatable:
+            return f"the cluster has {availability.allocatable} {availability.display_name} in all"
         if availability.free >= count:
             return (
                 f"{availability.free} {availability.display_name} free in all, "

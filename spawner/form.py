@@ -165,7 +165,8 @@ _SCRIPT = """
         var opt = box.querySelector("option[data-count='" + c.count + "']");
         if (!opt) return;
         opt.disabled = !!c.reason;
-        opt.textContent = c.count + " GPU" + (c.count === 1 ? "" : "s") + (c.reason ? " (" + c.reason + ")" : "");
+        opt.textContent = c.count + " GPU" + (c.count === 1 ? "" : "s") + (c.reason ? " (unavailable)" : "");
+        opt.title = c.reason || "";
       });
     });
   }
@@ -243,10 +244,12 @@ def render_form(views: Sequence[ProfileView], last: Mapping[str, Any] | None, re
                 ok_counts = [str(c.count) for c in v.counts if c.reason is None]
                 want = last_count if last_count in ok_counts else (ok_counts[0] if ok_counts else None)
                 for c in v.counts:
-                    label = f"{c.count} GPU{'s' if c.count != 1 else ''}" + (f" ({c.reason})" if c.reason else "")
+                    # the reason goes in the note below and the tooltip: long option texts widen the select
+                    label = f"{c.count} GPU{'s' if c.count != 1 else ''}" + (" (unavailable)" if c.reason else "")
+                    title = f' title="{escape(c.reason)}"' if c.reason else ""
                     parts.append(
                         _option(str(c.count), label, selected=str(c.count) == want, disabled=c.reason is not None,
-                                extra=f' data-count="{c.count}"')
+                                extra=f' data-count="{c.count}"{title}')
                     )
                 parts.append("</select></span>")
             parts.append("</div>")

@@ -58,8 +58,9 @@ def test_summary_words(catalogue):
         (4, [], None),
         (4, [pod("p", gpus=1, node_name="a-1")], r"^only 3 of 4 NVIDIA A100 80GB free$"),
         (2, [pod("p", gpus=3, node_name="a-1"), pod("q", gpus=3, node_name="a-2")], r"2 NVIDIA A100 80GB free in all, but at most 1 on one node"),
+        (8, [], r"^the cluster has 4 NVIDIA A100 80GB in all$"),
     ],
-    ids=["fits", "fits-whole-node", "too-many", "fragmented"],
+    ids=["fits", "fits-whole-node", "too-many", "fragmented", "more-than-exist"],
 )
 def test_unfit_reason(catalogue, count, pods, reason):
     nodes = [NODES[1]] if len(pods) < 2 else NODES[1:3]

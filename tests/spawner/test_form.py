@@ -55,7 +55,8 @@ def test_form_groups_and_defaults(catalogue):
     html = render_form(views_for(catalogue, ["gpu-users"], used_gpus=1), {}, "/hub/api/kubelab/availability")
     assert '<legend>CPU servers</legend>' in html and '<legend>GPU servers</legend>' in html
     assert 'id="kl-radio-cpu-small" value="cpu-small" checked' in html  # the catalogue default
-    assert '<option value="4" data-count="4" disabled>4 GPUs (only 3 of 4 NVIDIA A100 80GB free)</option>' in html
+    assert ('<option value="4" data-count="4" title="only 3 of 4 NVIDIA A100 80GB free" disabled>4 GPUs (unavailable)</option>'
+            in html)
     assert 'name="gpus--a100"' in html and 'name="image--a100"' in html
     assert "Not now: 4 GPUs: only 3 of 4 NVIDIA A100 80GB free" in html
 
