@@ -91,8 +91,8 @@ def test_picker_for_gpu_user_follows_the_cluster(hub, browser, core):
     free_before = int(before.split()[0])
     # choices that cannot fit are greyed out with the reason
     eight = page.locator("#kl-gpus-a100 option[data-count='8']")
-    assert eight.is_disabled() and "free" in eight.get_attribute("title")
-    assert "8 GPUs: only" in page.inner_text("#kl-profile-a100 .kl-note")
+    assert eight.is_disabled() and eight.get_attribute("title") == f"the cluster has 4 {GPU_CLASS} in all"
+    assert f"8 GPUs: the cluster has 4 {GPU_CLASS} in all" in page.inner_text("#kl-profile-a100 .kl-note")
     # keyboard: the profile radios are reachable and selectable without a mouse
     page.focus("#kl-radio-cpu-small")
     page.keyboard.press("ArrowDown")
