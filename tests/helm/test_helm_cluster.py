@@ -111,6 +111,8 @@ HUB_CAN_I = [
     ("create", "services", (), True),
     ("delete", "services", (), True),
     ("create", "configmaps", (), True),
+    ("patch", "configmaps", (), True),       # the jobs service records a job's final status
+    ("patch", "services", (), False),
     ("watch", "events", (), True),
     ("create", "jobs.batch", (), True),
     ("delete", "jobs.batch", (), True),

@@ -1,10 +1,11 @@
 """The spawner's and the jobs service's real-hub integration tests pass under the chart's hub account.
 
-They run in a child pytest with ``hub_sa_plugin``, which gives every hub they start a kubeconfig
-for the ServiceAccount ``hub`` bound to the rendered roles instead of the admin's. The selection
-below is the part of those suites that exercises each API the roles grant: spawning CPU and GPU
-servers (pods, PVCs, events, nodes and pods cluster-wide), fail-fast on Unschedulable (pod delete,
-PVC kept), a 2-worker DDP job (Jobs, Services, pod logs) and cancel (deletes).
+They run, whole, in a child pytest with ``hub_sa_plugin``, which gives every hub they start a
+kubeconfig for the ServiceAccount ``hub`` bound to the rendered roles instead of the admin's. This
+is how the chart's rules were found to lack ``patch`` on ConfigMaps (the jobs service records a
+job's final status in its parent ConfigMap): the failing-rank test lost its last log lines.
+The suites carry their own timing limits, which a loaded machine can miss (a quota refusal in
+2.08 s instead of under 2 s was seen once with the load average at 7 on 2 cores).
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SUITES = [
-    "tests/spawner/test_integration.py::test_rest_spawns_cpu_and_gpu",
-    "tests/spawner/test_integration.py::test_unschedulable_fails_fast_and_keeps_pvc",
-    "tests/jobs/test_service_integration.py::test_two_worker_ddp_through_jobclient",
-    "tests/jobs/test_service_integration.py::test_cancel_removes_every_object_and_stops_the_processes",
+    "tests/spawner/test_integration.py",
+    "tests/jobs/test_service_integration.py",
 ]
+CPU_SPAWN = "tests/spawner/test_integration.py::test_rest_spawns_cpu_and_gpu"
 
 
 def run_under_account(cluster, tmp_path: Path, suites: list[str], without: str = "") -> subprocess.CompletedProcess[str]:
@@ -38,7 +38,7 @@ def run_under_account(cluster, tmp_path: Path, suites: list[str], without: str =
            "KUBELAB_HUB_SA_WITHOUT": without,
            "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "helm"), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "hub_sa_plugin", "-x", *suites],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "hub_sa_plugin", *suites],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1500, check=False,
     )
 
@@ -55,6 +55,6 @@ def test_spawner_and_jobs_suites_pass_under_the_hub_account(cluster, tmp_path: P
 def test_a_missing_rule_makes_the_suite_fail(cluster, tmp_path: Path) -> None:
     """Negative control: without PVC rights in the Role the CPU spawn is refused with Kubernetes'
     403, so the hubs above really ran under the account and its roles are what made them pass."""
-    result = run_under_account(cluster, tmp_path, [SUITES[0]], without="persistentvolumeclaims")
+    result = run_under_account(cluster, tmp_path, [CPU_SPAWN], without="persistentvolumeclaims")
     assert result.returncode != 0
     assert re.search(r"Forbidden.*persistentvolumeclaims", result.stdout), result.stdout[-4000:]
