@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from kubelab.devcluster.runtime import STRATEGIC, PodRunner, gpu_request, now, p
 log = logging.getLogger("kubelab.devcluster.agent")
 HEARTBEAT_SECONDS = 10.0
 SHUTDOWN_GRACE = 5.0
+STARTUP_SECONDS = 120.0
 
 
 class Agent:
@@ -301,10 +303,9 @@ class Agent:
             log.info("cleaned up %d sandbox(es) left by a previous agent", leftovers)
         netns.ensure_bridge(self.bridge, f"{self.gateway}/{self.prefixlen}")
         self.start_kubelet_servers()
-        self.register_nodes()
+        provisioner = Provisioner(self.core, self.state / "volumes")
+        self._until_apiserver_answers(provisioner)
         if self.provision:
-            provisioner = Provisioner(self.core, self.state / "volumes")
-            provisioner.ensure_storage_class(client.StorageV1Api(self.api))
             Informer("pvcs", self.core.list_persistent_volume_claim_for_all_namespaces, provisioner.on_claim).start()
             Informer("pvs", self.core.list_persistent_volume, provisioner.on_volume).start()
         self.services.start()
@@ -321,6 +322,25 @@ class Agent:
             for runner in runners:
                 runner.retry_status()
         self.shutdown()
+
+    def _until_apiserver_answers(self, provisioner: Provisioner) -> None:
+        """Register the nodes (and the StorageClass), retrying while the apiserver is still starting.
+
+        ``up`` starts the agent together with the apiserver so that the agent's imports overlap
+        the apiserver's start-up; the first calls may therefore be refused.
+        """
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            try:
+                self.register_nodes()
+                if self.provision:
+                    provisioner.ensure_storage_class(client.StorageV1Api(self.api))
+                return
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+                if time.monotonic() > deadline or self.stop.is_set():
+                    raise
+                log.info("apiserver not ready yet (%s); retrying", getattr(e, "reason", e))
+                time.sleep(0.5)
 
     def shutdown(self) -> None:
         """Stop all pod processes (SIGTERM, then SIGKILL) in parallel and remove their sandboxes."""

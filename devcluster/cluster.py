@@ -257,27 +257,34 @@ def _up_locked(state: Path, cache: Path, nodes: Path | None, layout: Layout, say
         "etcd": lambda: _etcd_ready(instance),
         "kube-apiserver": lambda: _apiserver_ready(instance, layout),
     }
-    for name in COMPONENTS:
+    # etcd first; then the apiserver and, at once, the agent, which retries until the apiserver
+    # answers (its Python imports take seconds, so they overlap the apiserver's start-up); the
+    # controller-manager and scheduler exit if the apiserver is not there, so they come after it.
+    waits = {"etcd": "etcd", "node-agent": "kube-apiserver"}  # after starting X, wait for Y
+    for name in ("etcd", "kube-apiserver", "node-agent", "kube-controller-manager", "kube-scheduler"):
         if name not in missing:
             say(f"{name} already running (pid {running[name]})")
-            continue
-        pid = start_daemon(commands[name], layout.log(name), layout.pid(name))
-        if name in checks:
-            wait_for(name, checks[name], READY_TIMEOUT, layout.pid(name), layout.log(name))
-        say(f"{name} started (pid {pid})")
+        else:
+            pid = start_daemon(commands[name], layout.log(name), layout.pid(name))
+            say(f"{name} started (pid {pid}, {time.monotonic() - t0:.1f}s)")
+        if name in waits:
+            ready = waits[name]
+            wait_for(ready, checks[ready], READY_TIMEOUT, layout.pid(ready), layout.log(ready))
     names = [s.name for s in specs]
+    everyone = tuple((layout.pid(n), layout.log(n)) for n in COMPONENTS)
     if "node-agent" in missing:
         agent_pid = str(pidfile.alive(layout.pid("node-agent")))
         ready_file = layout.agent_state / "ready"
         wait_for(
             "node-agent serving",
             lambda: ready_file.exists() and ready_file.read_text().strip() == agent_pid,
-            READY_TIMEOUT, layout.pid("node-agent"), layout.log("node-agent"),
+            READY_TIMEOUT, layout.pid("node-agent"), layout.log("node-agent"), also=everyone,
         )
+        say(f"node-agent serving ({time.monotonic() - t0:.1f}s)")
     wait_for(
         "nodes Ready and default ServiceAccount",
         lambda: _cluster_ready(instance, layout, names),
-        READY_TIMEOUT, layout.pid("node-agent"), layout.log("node-agent"),
+        READY_TIMEOUT, layout.pid("node-agent"), layout.log("node-agent"), also=everyone,
     )
     say(f"devcluster ready in {time.monotonic() - t0:.1f}s: nodes {', '.join(names)}; "
         f"export KUBECONFIG={layout.kubeconfig}")

@@ -222,18 +222,31 @@ def prepare_state(instance: Instance, layout: Layout, nodes_path: Path | None) -
     return pki, specs
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float, pid: Path, log: Path) -> None:
-    """Poll ``check`` until it holds; fail early if the daemon behind ``pid`` died.
+def wait_for(what: str, check: Callable[[], bool], timeout: float, pid: Path, log: Path,
+             also: tuple[tuple[Path, Path], ...] = ()) -> None:
+    """Poll ``check`` until it holds; fail early if the daemon behind ``pid`` (or any in ``also``) died.
+
+    Args:
+        what: Names the wait in errors.
+        check: The readiness test.
+        timeout: Seconds before giving up.
+        pid: The daemon's pid file.
+        log: Its log, whose tail goes into errors.
+        also: More ``(pid file, log)`` pairs that must stay alive meanwhile.
 
     Raises:
         StartError: On death or timeout, with the log's tail.
     """
     deadline = time.monotonic() + timeout
+    watched = ((pid, log), *also)
     while time.monotonic() < deadline:
         if check():
             return
-        if pidfile.alive(pid) is None:
-            raise StartError(f"{what}: process exited; last lines of {log}:\n{tail(log)}")
+        for pid_file, log_file in watched:
+            if pidfile.alive(pid_file) is None:
+                raise StartError(
+                    f"{what}: {pid_file.stem} exited; last lines of {log_file}:\n{tail(log_file)}"
+                )
         time.sleep(0.2)
     raise StartError(f"{what}: not ready after {timeout:.0f}s; last lines of {log}:\n{tail(log)}")
 
