@@ -223,20 +223,27 @@ class ClusterCache:
             _request_timeout=self.watch_timeout + 30,
         )
         try:
-            async for line in resp.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                obj = event.get("object") or {}
-                etype = event.get("type")
-                if etype == "ERROR":
-                    raise ApiException(status=obj.get("code", 500), reason=obj.get("message", "watch error"))
-                resource_version = (obj.get("metadata") or {}).get("resourceVersion", resource_version)
-                if etype in ("ADDED", "MODIFIED", "DELETED"):
-                    self.apply(kind, etype, obj)
+            # split lines ourselves: aiohttp's line iterator refuses lines over 128 KiB, and one
+            # pod with a large annotation would otherwise stall the watch on the same event forever
+            buffer = b""
+            async for chunk in resp.content.iter_any():
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        resource_version = self._on_event(kind, json.loads(line), resource_version)
         finally:
             resp.release()
         return resource_version
+
+    def _on_event(self, kind: str, event: Mapping[str, Any], resource_version: str) -> str:
+        obj = event.get("object") or {}
+        etype = event.get("type")
+        if etype == "ERROR":
+            raise ApiException(status=obj.get("code", 500), reason=obj.get("message", "watch error"))
+        if etype in ("ADDED", "MODIFIED", "DELETED"):
+            self.apply(kind, etype, obj)
+        return (obj.get("metadata") or {}).get("resourceVersion", resource_version)
 
     async def _run(self, kind: str) -> None:
         resource_version: str | None = None
