@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client
 
 from kubelab.devcluster import pidfile
+from kubelab.devcluster.netns import sandbox_names
 from kubelab.devcluster.settings import load_instance
 from kubelab.devcluster.testing import python_pod, wait_for, wait_pod_gone, wait_pod_phase
 
@@ -357,3 +358,23 @@ def test_simulated_pod_runs_without_a_process(core, namespace, cluster):
     assert not (pod_dir / "pid").exists()
     time.sleep(1)
     assert core.read_namespaced_pod("sim", namespace).status.phase == "Running"
+
+
+def test_hosts_file_follows_peers_and_keeps_its_inode(core, namespace):
+    core.create_namespaced_service(namespace, {
+        "metadata": {"name": "grp"}, "spec": {"clusterIP": "None", "selector": {"app": "grp"}},
+    })
+    sleeper = "import time; time.sleep(600)"
+    first = core.create_namespaced_pod(namespace, python_pod("m0", sleeper, labels={"app": "grp"}, hostname="m0",
+                                                             subdomain="grp"))
+    wait_pod_phase(core, namespace, "m0", ("Running",))
+    hosts = Path("/etc/netns") / sandbox_names(first.metadata.uid)[0] / "hosts"
+    inode = hosts.stat().st_ino
+    core.create_namespaced_pod(namespace, python_pod("m1", sleeper, labels={"app": "grp"}, hostname="m1",
+                                                     subdomain="grp"))
+    m1_ip = wait_pod_phase(core, namespace, "m1", ("Running",)).status.pod_ip
+    line = f"{m1_ip}\tm1.grp.{namespace}.svc.cluster.local\tm1.grp"
+    wait_for(lambda: line in hosts.read_text().splitlines(), 20, "m1 in m0's hosts file")
+    core.delete_namespaced_pod("m1", namespace, grace_period_seconds=0)
+    wait_for(lambda: "m1.grp" not in hosts.read_text(), 30, "m1 gone from m0's hosts file")
+    assert hosts.stat().st_ino == inode, "ip netns exec bind-mounts the file: it must be rewritten in place"
