@@ -55,7 +55,8 @@ class ClusterInfo:
         host_ip: The address pods use to reach processes on this host (the bridge gateway).
         external: True when ``KUBECONFIG`` pointed at some other cluster and nothing was started.
         state: The devcluster's state folder (None for an external cluster).
-        started: True when this call started at least one daemon.
+        started: True when this call started the whole devcluster (not when it only restarted a
+            daemon that had died): the one who started it may stop it.
     """
 
     kubeconfig: Path
@@ -221,7 +222,7 @@ def _up_locked(state: Path, cache: Path, nodes: Path | None, layout: Layout, say
     instance = load_instance(state)
     running = running_components(layout)
     missing = [name for name in COMPONENTS if running[name] is None]
-    info = ClusterInfo(layout.kubeconfig, instance.gateway, external=False, state=state, started=bool(missing))
+    info = ClusterInfo(layout.kubeconfig, instance.gateway, external=False, state=state, started=len(missing) == len(COMPONENTS))
     if not missing:
         say(f"devcluster already running (state {state}); nothing changed")
         return info
