@@ -1,8 +1,9 @@
 """Session fixtures for tests that talk to Kubernetes: ``cluster``, ``kube`` and ``namespace``.
 
 ``cluster`` uses ``$KUBECONFIG`` when it points at another cluster, else brings up
-(or reuses) the local devcluster. A devcluster this session started is stopped at
-the end unless ``KUBELAB_KEEP_CLUSTER=1``; one that was already running is left alone.
+(or reuses) the local devcluster and leaves it running for the next session (other
+sessions may be using it by then). With ``KUBELAB_STOP_CLUSTER=1`` a devcluster that
+this session started is stopped at the end; one that was already running never is.
 Namespaces are deleted after each test unless ``KUBELAB_TEST_KEEP=1``.
 """
 
@@ -40,7 +41,7 @@ def cluster() -> Iterator[ClusterInfo]:
         os.environ.pop("KUBECONFIG", None)
     else:
         os.environ["KUBECONFIG"] = previous
-    if info.started and not info.external and os.environ.get("KUBELAB_KEEP_CLUSTER") != "1":
+    if info.started and not info.external and os.environ.get("KUBELAB_STOP_CLUSTER") == "1":
         down(info.state, say=lambda line: print(f"[devcluster] {line}", flush=True))
 
 
