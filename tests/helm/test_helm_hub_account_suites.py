@@ -43,6 +43,7 @@ def run_under_account(cluster, tmp_path: Path, suites: list[str], without: str =
     )
 
 
+@pytest.mark.timeout(1500)  # two whole integration modules: about 4 minutes on an idle machine
 def test_spawner_and_jobs_suites_pass_under_the_hub_account(cluster, tmp_path: Path) -> None:
     result = run_under_account(cluster, tmp_path, SUITES)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
@@ -52,6 +53,7 @@ def test_spawner_and_jobs_suites_pass_under_the_hub_account(cluster, tmp_path: P
     assert ran["hubs"] >= 2, "the suites started no hub under the account"
 
 
+@pytest.mark.timeout(600)
 def test_a_missing_rule_makes_the_suite_fail(cluster, tmp_path: Path) -> None:
     """Negative control: without PVC rights in the Role the CPU spawn is refused with Kubernetes'
     403, so the hubs above really ran under the account and its roles are what made them pass."""
