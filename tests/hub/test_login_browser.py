@@ -255,9 +255,23 @@ def test_alice_starts_gpu_server_in_jupyterlab(
     platform.hub.stop_server("alice", timeout=90)
 
 
+def test_jobs_scope_is_prepared(platform: Platform, seen: dict[str, str]) -> None:
+    """A signed-in user may hold the jobs service's scope; an undeclared custom scope is refused."""
+    hub = platform.hub
+    token = hub.user_token("alice", scopes=["custom:kubelab:jobs"])
+    seen[token] = "alice's API token"
+    me = hub.api("GET", "/user", token=token).json()
+    assert me["name"] == "alice"
+    assert "custom:kubelab:jobs" in me["scopes"]
+    r = hub.api("POST", "/users/alice/tokens", json={"scopes": ["custom:kubelab:not-declared"]})
+    assert r.status_code == 400, r.text
+
+
 def test_logs_hold_no_secrets(platform: Platform, seen: dict[str, str]) -> None:
     """After the whole login test: neither log holds the client secret, a cookie, a code or a token."""
-    for user in ("alice", "bob", "admin"):
+    users = [u["name"] for u in platform.hub.api("GET", "/users").json()]
+    assert "alice" in users
+    for user in users:  # every user here signed in through the browser
         state = platform.hub.api("GET", f"/users/{user}").json().get("auth_state") or {}
         for key in ("access_token", "id_token", "refresh_token"):
             if state.get(key):
