@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     state.mkdir(parents=True, exist_ok=True)
     secret_file = ensure_client_secret(state / "oidc-client-secret")
 
-    from kubelab.devcluster import DevclusterError, down, ensure_cluster
+    from kubelab.devcluster import DevclusterError, down, ensure_cluster, status
 
     stop = threading.Event()
     # SIGTERM (e.g. from a supervisor) tears down like Ctrl-C does.
@@ -204,11 +204,18 @@ def run(args: argparse.Namespace) -> int:
     cleanups: list[tuple[str, Callable[[], None]]] = []
     try:
         say("starting the devcluster (control plane + process node)...")
+        was_running, _ = status()
         try:
             cluster = ensure_cluster(say=lambda line: say(f"devcluster: {line}"))
         except DevclusterError as e:
             say(f"error: cannot bring up the devcluster: {e}")
             return 1
+        except KeyboardInterrupt:
+            # Ctrl-C while it was starting: stop the daemons this run had started so far.
+            if not was_running:
+                say("stopping the devcluster...")
+                down(say=lambda line: say(f"devcluster: {line}"))
+            raise
         if cluster.started and not cluster.external:
             cleanups.append(("devcluster", lambda: down(cluster.state, say=lambda line: say(f"devcluster: {line}"))))
         if not port_is_free(cluster.host_ip, args.hub_port):
