@@ -76,6 +76,25 @@ async def with_retries(call: Callable[[], Awaitable[T]], what: str, attempts: in
     raise AssertionError("unreachable")
 
 
+async def checked(resp: Any) -> Any:
+    """Raise :class:`ApiException` for a non-2xx raw response.
+
+    kubernetes_asyncio only raises for status codes when it preloads the body; with
+    ``_preload_content=False`` (used to read JSON and streams without model conversion) a 404 or 409
+    comes back as a normal response, so every raw call goes through this.
+    """
+    status = getattr(resp, "status", 200)
+    if 200 <= status <= 299:
+        return resp
+    try:
+        body = await resp.read()
+    finally:
+        resp.release()
+    err = ApiException(status=status, reason=getattr(resp, "reason", "") or "")
+    err.body = body.decode("utf-8", "replace")
+    raise err
+
+
 def describe(obj: Mapping[str, Any]) -> str:
     meta = obj["metadata"]
     return f"{obj['kind']} {meta.get('namespace', '')}/{meta['name']}"
@@ -111,14 +130,14 @@ class JobsApi:
         async def call() -> Any:
             self.requests += 1
             if kind == "ConfigMap":
-                return await self.core.create_namespaced_config_map(ns, obj, _preload_content=False)
+                return await checked(await self.core.create_namespaced_config_map(ns, obj, _preload_content=False))
             if kind == "Service":
-                return await self.core.create_namespaced_service(ns, obj, _preload_content=False)
+                return await checked(await self.core.create_namespaced_service(ns, obj, _preload_content=False))
             if kind == "Job":
-                return await self.batch.create_namespaced_job(ns, obj, _preload_content=False)
+                return await checked(await self.batch.create_namespaced_job(ns, obj, _preload_content=False))
             group, version, plural = CUSTOM_KINDS[kind]
-            return await self.custom.create_namespaced_custom_object(group, version, ns, plural, obj,
-                                                                     _preload_content=False)
+            return await checked(await self.custom.create_namespaced_custom_object(
+                group, version, ns, plural, obj, _preload_content=False))
 
         try:
             resp = await with_retries(call, f"create {what}")
@@ -170,8 +189,8 @@ class JobsApi:
         """
         async def call() -> Any:
             self.requests += 1
-            return await self.core.read_namespaced_persistent_volume_claim(name, self.namespace,
-                                                                           _preload_content=False)
+            return await checked(await self.core.read_namespaced_persistent_volume_claim(
+                name, self.namespace, _preload_content=False))
 
         try:
             resp = await with_retries(call, f"read PersistentVolumeClaim {self.namespace}/{name}")
@@ -217,7 +236,7 @@ class JobsApi:
             kwargs["_request_timeout"] = aiohttp.ClientTimeout(total=None, sock_read=None)
         self.requests += 1
         try:
-            return await self.core.read_namespaced_pod_log(pod, self.namespace, **kwargs)
+            return await checked(await self.core.read_namespaced_pod_log(pod, self.namespace, **kwargs))
         except ApiException as e:
             if e.status == 404:
                 raise KeyError(pod) from e
@@ -352,8 +371,9 @@ class JobCache:
     async def _list(self, kind: str) -> str:
         k = self._kinds[kind]
         self.stats[f"list_{kind}"] += 1
-        resp = await k.list_call(self.namespace, label_selector=k.selector, field_selector=k.field_selector,
-                                 _preload_content=False, _request_timeout=60)
+        resp = await checked(await k.list_call(self.namespace, label_selector=k.selector,
+                                               field_selector=k.field_selector, _preload_content=False,
+                                               _request_timeout=60))
         body = json.loads(await resp.read())
         store = self._store(kind)
         store.clear()
@@ -377,6 +397,7 @@ class JobCache:
             resource_version=resource_version, allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout,
             _preload_content=False, _request_timeout=self.watch_timeout + 30,
         )
+        await checked(resp)
         try:
             async for line in resp.content:
                 if not line.strip():

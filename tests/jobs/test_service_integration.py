@@ -190,7 +190,7 @@ def test_two_worker_ddp_through_jobclient(hub: HubProcess, tokens: dict[str, str
     assert status.phase in ("Pending", "Running") and status.engine == "plain"
     assert status.events[0] == "files: home claim home-alice mounted at /home/jovyan"
     final = client.wait("ddp", timeout=240)
-    assert final.phase == "Succeeded", (final.message, final.last_logs, final.ranks)
+    assert final.phase == "Succeeded", final.message + "\n" + "\n".join(final.last_logs)
     logs = {r: list(client.logs("ddp", rank=r)) for r in range(2)}
     assert [r.exit_code for r in final.ranks] == [0, 0]
     losses = {}
@@ -366,3 +366,28 @@ def test_shared_quota_counts_the_running_gpu_notebook(
         assert api(hub, "DELETE", "jobs/small", tokens["alice"]).status_code == 200
     finally:
         core.delete_namespaced_pod("jupyter-alice-gpu", jobs_ns)
+
+
+def test_a_create_refused_half_way_leaves_nothing_behind(
+        hub: HubProcess, tokens: dict[str, str], alice_home: str, kube: kubernetes.client.ApiClient,
+        jobs_ns: str) -> None:
+    """A ResourceQuota lets the first rank Job in and refuses the second (a real 403 from the API
+    server): the service must delete what it created and answer 403 naming the cluster's reason."""
+    core, batch = kubernetes.client.CoreV1Api(kube), kubernetes.client.BatchV1Api(kube)
+    existing = len(batch.list_namespaced_job(jobs_ns).items)
+    core.create_namespaced_resource_quota(jobs_ns, {
+        "metadata": {"name": "one-more-job"}, "spec": {"hard": {"count/jobs.batch": str(existing + 1)}}})
+    try:
+        wait_until(lambda: (core.read_namespaced_resource_quota("one-more-job", jobs_ns).status.used or {})
+                   .get("count/jobs.batch") is not None, 60, "the quota controller to count Jobs")
+        baseline = all_kubelab_objects(kube, jobs_ns)
+        r = api(hub, "POST", "jobs", tokens["alice"], json={
+            "name": "halfway", "framework": "replicas", "script": "fail_rank.py", "workers": 2})
+        assert r.status_code == 403, r.text
+        assert "the cluster refused job 'halfway'" in r.json()["message"]
+        assert "exceeded quota" in r.json()["message"]
+        wait_until(lambda: not objects_of(kube, jobs_ns, "halfway"), 60, "the half-created job to be removed")
+        assert all_kubelab_objects(kube, jobs_ns) == baseline
+        assert api(hub, "GET", "jobs/halfway", tokens["alice"]).status_code == 404
+    finally:
+        core.delete_namespaced_resource_quota("one-more-job", jobs_ns)
