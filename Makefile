@@ -60,7 +60,7 @@ lint: venv
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-unit: venv
+unit: venv oidc
 	$(BIN)/python -m pytest -m "not integration and not browser" $(PYTEST_ARGS)
 
 demo: setup

@@ -17,7 +17,7 @@ setup(
     packages=[f"kubelab.{name}" for name in SUBPACKAGES],
     package_dir={f"kubelab.{name}": name for name in SUBPACKAGES},
     package_data={
-        "kubelab.hub_config": ["*.yaml", "*.json", "templates/*.html", "oidc/*.mjs", "oidc/*.json", "oidc/*.yaml"],
+        "kubelab.hub_config": ["*.yaml", "*.json", "templates/*.html", "oidc/*.mjs", "oidc/*.json", "oidc/*.yaml", "oidc/*.sh"],
         "kubelab.spawner": ["templates/*.html", "static/*"],
         "kubelab.devcluster": ["*.sh"],
         "kubelab.jobs": ["*.yaml"],
