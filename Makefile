@@ -57,8 +57,10 @@ controlplane: system
 lint: venv
 	$(BIN)/ruff check .
 
+# A cluster that the test session itself started is stopped at its end (no process of the
+# process node outlives the session); one that was already running (make demo) is reused and kept.
 test: setup lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	KUBELAB_STOP_CLUSTER=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: venv oidc
 	$(BIN)/python -m pytest -m "not integration and not browser" $(PYTEST_ARGS)
