@@ -83,6 +83,8 @@ class HubProcess:
     Attributes:
         url: Public URL of the proxy, e.g. ``http://127.0.0.1:41234`` (the browser's entry).
         api_url: ``<url>/hub/api``.
+        hub_api_url: The hub's own API URL, not through the proxy (``http://<connect_ip>:<port>/hub/api``);
+            use it for event streams (``.../progress``), which the Python proxy buffers.
         token: Admin API token (service ``kubelab-harness``).
         log_path: File receiving the hub's (and its proxy's) output.
     """
@@ -107,6 +109,7 @@ class HubProcess:
         self.hub_port = free_port(connect_ip)
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_url = f"{self.url}/hub/api"
+        self.hub_api_url = f"http://{connect_ip}:{self.hub_port}/hub/api"
         self.token = secrets.token_hex(24)
         self.log_path = self.workdir / "hub.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -15,6 +15,16 @@ from kubernetes.client.rest import ApiException
 
 GPU_CLASS = "NVIDIA A100 80GB"
 
+#: Suffix of every test user name in this process: quota is counted per user across the whole
+#: cluster, so two runs of the suite on one devcluster must not share user names.
+RUN_ID = secrets.token_hex(2)
+
+
+def uname(base: str) -> str:
+    """This run's name for test user ``base`` (``alice`` → ``alice-3f2a``)."""
+    return f"{base}-{RUN_ID}"
+
+
 CATALOGUE: dict[str, Any] = {
     "platform": {"name": "kubelab-test"},
     "gpuClasses": {
@@ -39,7 +49,7 @@ CATALOGUE: dict[str, Any] = {
     "storage": {"home": {"size": "1Gi", "accessMode": "ReadWriteOnce", "mountPath": "/home/jovyan"},
                 "shared": {"claimName": "lab-shared", "mountPath": "/shared"}},
     "quotas": {"perUser": {"maxGpus": 2, "maxServers": 20},
-               "users": {"qa": {"maxGpus": 1, "maxServers": 20}, "boss": {"maxGpus": 8, "maxServers": 20}},
+               "users": {uname("qa"): {"maxGpus": 1, "maxServers": 20}, uname("boss"): {"maxGpus": 8, "maxServers": 20}},
                "groups": {"students": {"maxGpus": 0}}},
 }
 

@@ -6,6 +6,7 @@ import kubernetes
 import pytest
 from kubernetes_asyncio import client as aclient
 from kubernetes_asyncio import config as aconfig
+from labhub import uname
 
 from kubelab.hub_config.catalogue import parse_catalogue
 from kubelab.hub_config.naming import SIMULATE_ANNOTATION
@@ -13,6 +14,7 @@ from kubelab.spawner.availability import gpu_availability
 from kubelab.spawner.cluster import ClusterCache
 
 pytestmark = pytest.mark.integration
+USER = uname("cachetest")
 
 CLASSES = parse_catalogue({
     "gpuClasses": {"a100": {"displayName": "A100", "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}}},
@@ -31,7 +33,7 @@ async def test_cache_follows_pods_without_relisting(cluster, namespace, kube):
         before = gpu_availability(cache.nodes.values(), cache.pods.values(), CLASSES)["a100"]
         core.create_namespaced_pod(namespace, {
             "metadata": {"name": "holder", "annotations": {SIMULATE_ANNOTATION: "true"},
-                         "labels": {"kubelab.io/user": "cachetest", "app.kubernetes.io/managed-by": "kubelab"}},
+                         "labels": {"kubelab.io/user": USER, "app.kubernetes.io/managed-by": "kubelab"}},
             "spec": {
                 "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
@@ -43,11 +45,11 @@ async def test_cache_follows_pods_without_relisting(cluster, namespace, kube):
         await cache.wait_for(lambda: key in cache.pods and cache.pods[key].node, timeout=20)
         after = gpu_availability(cache.nodes.values(), cache.pods.values(), CLASSES)["a100"]
         assert after.requested == before.requested + 1
-        assert [p.name for p in cache.pods_of_user("cachetest")] == ["holder"]
+        assert [p.name for p in cache.pods_of_user(USER)] == ["holder"]
         assert cache.pods[key].raw is not None  # managed pods keep their JSON for KubeSpawner
         core.delete_namespaced_pod("holder", namespace, grace_period_seconds=0)
         await cache.wait_for(lambda: key not in cache.pods, timeout=30)
-        assert cache.pods_of_user("cachetest") == []
+        assert cache.pods_of_user(USER) == []
         assert (cache.stats["list_pods"], cache.stats["list_nodes"]) == (1, 1)
     finally:
         await cache.stop()

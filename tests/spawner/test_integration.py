@@ -12,13 +12,16 @@ import kubernetes
 import pytest
 import requests
 from kubernetes.client.rest import ApiException
-from labhub import CATALOGUE, GPU_CLASS, gpu_free_from_api, make_namespace, start_hub
+from labhub import CATALOGUE, GPU_CLASS, gpu_free_from_api, make_namespace, start_hub, uname
 
 pytestmark = pytest.mark.integration
 
+ALICE, CAROL, GINA, DORA, QA, BOSS, MALLORY, EVE, NOBODY = (
+    uname(n) for n in ("alice", "carol", "gina", "dora", "qa", "boss", "mallory", "eve", "nobody")
+)
 USERS = {
-    "alice": ["gpu-users"], "carol": ["gpu-users"], "gina": ["gpu-users"], "dora": [], "qa": ["gpu-users"],
-    "boss": ["gpu-users"], "mallory": ["students"], "eve": ["gpu-users"], "nobody": [],
+    ALICE: ["gpu-users"], CAROL: ["gpu-users"], GINA: ["gpu-users"], DORA: [], QA: ["gpu-users"],
+    BOSS: ["gpu-users"], MALLORY: ["students"], EVE: ["gpu-users"], NOBODY: [],
 }
 
 
@@ -79,7 +82,8 @@ def spawn_watching_progress(hub, user: str, options: dict) -> tuple[dict, list[s
         post = pool.submit(hub.api, "POST", f"/users/{user}/server", json=options, timeout=120)
         time.sleep(0.3)  # let the hub register the pending spawn
         messages: list[str] = []
-        with requests.get(f"{hub.api_url}/users/{user}/server/progress", headers={"Authorization": f"token {hub.token}"},
+        # straight to the hub: the Python proxy buffers event streams until they end
+        with requests.get(f"{hub.hub_api_url}/users/{user}/server/progress", headers={"Authorization": f"token {hub.token}"},
                           stream=True, timeout=120) as r:
             for line in r.iter_lines():
                 if line.startswith(b"data:"):
@@ -92,10 +96,10 @@ def spawn_watching_progress(hub, user: str, options: dict) -> tuple[dict, list[s
 
 
 def test_rest_spawns_cpu_and_gpu(hub, hub_ns, core):
-    cpu = spawn(hub, "alice", "", {"profile": "cpu-small"})
-    gpu = spawn(hub, "carol", "g", {"profile": "a100", "gpus": 1})
-    (cpu_pod,) = pods_of(core, hub_ns, "alice")
-    (gpu_pod,) = pods_of(core, hub_ns, "carol")
+    cpu = spawn(hub, ALICE, "", {"profile": "cpu-small"})
+    gpu = spawn(hub, CAROL, "g", {"profile": "a100", "gpus": 1})
+    (cpu_pod,) = pods_of(core, hub_ns, ALICE)
+    (gpu_pod,) = pods_of(core, hub_ns, CAROL)
 
     c = gpu_pod.spec.containers[0]
     assert c.resources.requests["nvidia.com/gpu"] == "1" and c.resources.limits["nvidia.com/gpu"] == "1"
@@ -105,13 +109,13 @@ def test_rest_spawns_cpu_and_gpu(hub, hub_ns, core):
     ]
     assert gpu_pod.spec.node_name == "kubelab-gpu-a100"
     labels = gpu_pod.metadata.labels
-    assert (labels["kubelab.io/user"], labels["kubelab.io/profile"], labels["kubelab.io/server"]) == ("carol", "a100", "g")
+    assert (labels["kubelab.io/user"], labels["kubelab.io/profile"], labels["kubelab.io/server"]) == (CAROL, "a100", "g")
     assert labels["app.kubernetes.io/managed-by"] == "kubelab"
     env = {e.name: e.value for e in c.env}
     assert (env["KUBELAB_PROFILE"], env["HOME"]) == ("a100", "/home/jovyan")
     assert c.working_dir == "/home/jovyan"
     assert gpu_pod.spec.automount_service_account_token is False
-    assert {v.persistent_volume_claim.claim_name for v in gpu_pod.spec.volumes if v.persistent_volume_claim} == {"home-carol", "lab-shared"}
+    assert {v.persistent_volume_claim.claim_name for v in gpu_pod.spec.volumes if v.persistent_volume_claim} == {f"home-{CAROL}", "lab-shared"}
     assert "--allow-root" in c.args or "--allow-root" in (c.command or [])
 
     cc = cpu_pod.spec.containers[0]
@@ -121,43 +125,43 @@ def test_rest_spawns_cpu_and_gpu(hub, hub_ns, core):
     assert cpu_pod.metadata.labels["kubelab.io/profile"] == "cpu-small"
 
     # the notebook servers answer through the hub's proxy
-    for user, model in (("alice", cpu), ("carol", gpu)):
+    for user, model in ((ALICE, cpu), (CAROL, gpu)):
         token = hub.user_token(user)
         r = requests.get(f"{hub.url}{model['url']}api/status", headers={"Authorization": f"token {token}"}, timeout=30)
         assert r.status_code == 200, (user, r.status_code, r.text[:300])
 
-    hub.stop_server("alice")
-    hub.stop_server("carol", "g")
-    wait_no_pods(core, hub_ns, "alice")
-    assert pvc_exists(core, hub_ns, "home-alice") and pvc_exists(core, hub_ns, "home-carol")
+    hub.stop_server(ALICE)
+    hub.stop_server(CAROL, "g")
+    wait_no_pods(core, hub_ns, ALICE)
+    assert pvc_exists(core, hub_ns, f"home-{ALICE}") and pvc_exists(core, hub_ns, f"home-{CAROL}")
 
 
 # (id, user, options, status, message regex): users are eve (gpu-users), mallory (students), nobody (no group)
 TAMPERED = [
-    ("gpu-profile-outside-group", "mallory", {"profile": "a100", "gpus": 1}, 403, r"profile 'a100' is only for members of gpu-users; you are in: students"),
-    ("gpu-profile-no-group", "nobody", {"profile": "a100"}, 403, r"only for members of gpu-users; you are in: \(none\)"),
-    ("unknown-key", "eve", {"profile": "cpu-small", "cpu_limit": 64}, 400, r"unknown option 'cpu_limit'; allowed keys: gpus, image, profile"),
-    ("unknown-keys", "eve", {"node_selector": {"a": "b"}, "tolerations": []}, 400, r"unknown options 'node_selector', 'tolerations'; allowed keys"),
-    ("kubespawner-override", "eve", {"profile": "a100", "kubespawner_override": {"image": "x"}}, 400, r"unknown option 'kubespawner_override'"),
-    ("kubespawner-profile-option", "eve", {"profile": "a100", "profile-option-a100--image": "x"}, 400, r"allowed keys: gpus, image, profile"),
-    ("raw-image-ref", "eve", {"profile": "cpu-small", "image": "evil/miner:latest"}, 400, r"image 'evil/miner:latest' is not offered with profile 'cpu-small'; allowed: scipy"),
-    ("gpu-image-on-cpu-profile", "eve", {"profile": "cpu-small", "image": "torch-gpu"}, 400, r"image 'torch-gpu' is not offered with profile 'cpu-small'"),
-    ("gpu-image-outside-group", "mallory", {"profile": "cpu-small", "image": "torch-gpu"}, 403, r"image 'torch-gpu' is only offered with profiles you may not use \(a100\)"),
-    ("unknown-profile", "eve", {"profile": "h100"}, 400, r"unknown profile 'h100'; allowed: cpu-small, a100"),
-    ("unknown-profile-student", "mallory", {"profile": "h100"}, 400, r"unknown profile 'h100'; allowed: cpu-small$|allowed: cpu-small\""),
-    ("profile-not-string", "eve", {"profile": {"slug": "a100"}}, 400, r"profile must be a string"),
-    ("gpus-not-allowed", "eve", {"profile": "a100", "gpus": 3}, 400, r"gpus 3 is not allowed with profile 'a100'; allowed: 1, 2, 4, 8"),
-    ("gpus-huge", "eve", {"profile": "a100", "gpus": 10**6}, 400, r"gpus 1000000 is not allowed"),
-    ("gpus-negative", "eve", {"profile": "a100", "gpus": -1}, 400, r"gpus -1 is not allowed"),
-    ("gpus-float", "eve", {"profile": "a100", "gpus": 1.5}, 400, r"gpus 1.5 is not allowed"),
-    ("gpus-bool", "eve", {"profile": "a100", "gpus": True}, 400, r"gpus True is not allowed"),
-    ("gpus-string-junk", "eve", {"profile": "a100", "gpus": "1 OR 1=1"}, 400, r"gpus '1 OR 1=1' is not allowed"),
-    ("gpus-zero-on-gpu-profile", "eve", {"profile": "a100", "gpus": 0}, 400, r"gpus 0 is not allowed"),
-    ("gpus-on-cpu-profile", "eve", {"profile": "cpu-small", "gpus": 1}, 400, r"profile 'cpu-small' has no GPU"),
-    ("gpus-on-default-profile", "mallory", {"gpus": "1"}, 400, r"profile 'cpu-small' has no GPU"),
-    ("image-not-string", "eve", {"profile": "cpu-small", "image": ["scipy"]}, 400, r"image must be a string"),
-    ("gpu-count-over-user-quota", "eve", {"profile": "a100", "gpus": 4}, 403, r"GPU quota: server 't\d+' asks for 4 GPUs but the limit is 2"),
-    ("student-group-quota", "mallory", {"profile": "cpu-small"}, None, None),  # allowed: a CPU server is fine
+    ("gpu-profile-outside-group", MALLORY, {"profile": "a100", "gpus": 1}, 403, r"profile 'a100' is only for members of gpu-users; you are in: students"),
+    ("gpu-profile-no-group", NOBODY, {"profile": "a100"}, 403, r"only for members of gpu-users; you are in: \(none\)"),
+    ("unknown-key", EVE, {"profile": "cpu-small", "cpu_limit": 64}, 400, r"unknown option 'cpu_limit'; allowed keys: gpus, image, profile"),
+    ("unknown-keys", EVE, {"node_selector": {"a": "b"}, "tolerations": []}, 400, r"unknown options 'node_selector', 'tolerations'; allowed keys"),
+    ("kubespawner-override", EVE, {"profile": "a100", "kubespawner_override": {"image": "x"}}, 400, r"unknown option 'kubespawner_override'"),
+    ("kubespawner-profile-option", EVE, {"profile": "a100", "profile-option-a100--image": "x"}, 400, r"allowed keys: gpus, image, profile"),
+    ("raw-image-ref", EVE, {"profile": "cpu-small", "image": "evil/miner:latest"}, 400, r"image 'evil/miner:latest' is not offered with profile 'cpu-small'; allowed: scipy"),
+    ("gpu-image-on-cpu-profile", EVE, {"profile": "cpu-small", "image": "torch-gpu"}, 400, r"image 'torch-gpu' is not offered with profile 'cpu-small'"),
+    ("gpu-image-outside-group", MALLORY, {"profile": "cpu-small", "image": "torch-gpu"}, 403, r"image 'torch-gpu' is only offered with profiles you may not use \(a100\)"),
+    ("unknown-profile", EVE, {"profile": "h100"}, 400, r"unknown profile 'h100'; allowed: cpu-small, a100"),
+    ("unknown-profile-student", MALLORY, {"profile": "h100"}, 400, r"unknown profile 'h100'; allowed: cpu-small$|allowed: cpu-small\""),
+    ("profile-not-string", EVE, {"profile": {"slug": "a100"}}, 400, r"profile must be a string"),
+    ("gpus-not-allowed", EVE, {"profile": "a100", "gpus": 3}, 400, r"gpus 3 is not allowed with profile 'a100'; allowed: 1, 2, 4, 8"),
+    ("gpus-huge", EVE, {"profile": "a100", "gpus": 10**6}, 400, r"gpus 1000000 is not allowed"),
+    ("gpus-negative", EVE, {"profile": "a100", "gpus": -1}, 400, r"gpus -1 is not allowed"),
+    ("gpus-float", EVE, {"profile": "a100", "gpus": 1.5}, 400, r"gpus 1.5 is not allowed"),
+    ("gpus-bool", EVE, {"profile": "a100", "gpus": True}, 400, r"gpus True is not allowed"),
+    ("gpus-string-junk", EVE, {"profile": "a100", "gpus": "1 OR 1=1"}, 400, r"gpus '1 OR 1=1' is not allowed"),
+    ("gpus-zero-on-gpu-profile", EVE, {"profile": "a100", "gpus": 0}, 400, r"gpus 0 is not allowed"),
+    ("gpus-on-cpu-profile", EVE, {"profile": "cpu-small", "gpus": 1}, 400, r"profile 'cpu-small' has no GPU"),
+    ("gpus-on-default-profile", MALLORY, {"gpus": "1"}, 400, r"profile 'cpu-small' has no GPU"),
+    ("image-not-string", EVE, {"profile": "cpu-small", "image": ["scipy"]}, 400, r"image must be a string"),
+    ("gpu-count-over-user-quota", EVE, {"profile": "a100", "gpus": 4}, 403, r"GPU quota: server 't\d+' asks for 4 GPUs but the limit is 2"),
+    ("student-group-quota", MALLORY, {"profile": "cpu-small"}, None, None),  # allowed: a CPU server is fine
 ]
 TAMPERED = [t for t in TAMPERED if t[3] is not None]
 
@@ -172,7 +176,7 @@ def test_tampered_requests_create_nothing(hub, hub_ns, core):
         if r.status_code != status or not re.search(message, text):
             failures.append((case, r.status_code, text[:200]))
     assert not failures, failures
-    for user in ("mallory", "eve", "nobody"):
+    for user in (MALLORY, EVE, NOBODY):
         assert pods_of(core, hub_ns, user) == []
         assert not pvc_exists(core, hub_ns, f"home-{user}")
 
@@ -181,26 +185,26 @@ def test_form_applies_the_same_rules(hub, hub_ns, core):
     s = requests.Session()
     s.get(f"{hub.url}/hub/login", timeout=30)
     xsrf = s.cookies.get("_xsrf")
-    r = s.post(f"{hub.url}/hub/login", data={"username": "mallory", "password": "pw", "_xsrf": xsrf}, timeout=30)
+    r = s.post(f"{hub.url}/hub/login", data={"username": MALLORY, "password": "pw", "_xsrf": xsrf}, timeout=30)
     assert r.ok, r.status_code
     xsrf = s.cookies.get("_xsrf")
     for fields, words in (
         ({"profile": "a100", "gpus--a100": "1"}, "profile &#39;a100&#39; is only for members of gpu-users"),
         ({"profile": "cpu-small", "cpu_limit": "64"}, "unknown option &#39;cpu_limit&#39;"),
     ):
-        r = s.post(f"{hub.url}/hub/spawn/mallory/f", data={**fields, "_xsrf": xsrf}, timeout=30)
+        r = s.post(f"{hub.url}/hub/spawn/{MALLORY}/f", data={**fields, "_xsrf": xsrf}, timeout=30)
         assert words in r.text or words.replace("&#39;", "'") in r.text, r.text[-2000:]
-    assert pods_of(core, hub_ns, "mallory") == []
+    assert pods_of(core, hub_ns, MALLORY) == []
 
 
 def test_concurrent_quota_admits_exactly_one(hub, hub_ns, core):
-    token = hub.user_token("qa")
+    token = hub.user_token(QA)
     # a serving hub has its cluster cache filled already (any page view starts it); do the same here
     assert hub.api("GET", "/kubelab/availability/summary").ok
 
     def one(i: int) -> tuple[int, float, str]:
         t = time.monotonic()
-        r = hub.api("POST", f"/users/qa/servers/q{i}", json={"profile": "a100", "gpus": 1}, token=token, timeout=120)
+        r = hub.api("POST", f"/users/{QA}/servers/q{i}", json={"profile": "a100", "gpus": 1}, token=token, timeout=120)
         return r.status_code, time.monotonic() - t, r.text
 
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
@@ -214,48 +218,48 @@ def test_concurrent_quota_admits_exactly_one(hub, hub_ns, core):
         assert seconds < 2.0, f"refusal took {seconds:.2f} s"
     print("quota refusals (s):", sorted(round(r[1], 3) for r in refused))
     started = [i for i in range(10) if results[i][0] in (201, 202)][0]
-    hub.wait_server("qa", f"q{started}")
-    assert len(pods_of(core, hub_ns, "qa")) == 1
-    hub.stop_server("qa", f"q{started}")
+    hub.wait_server(QA, f"q{started}")
+    assert len(pods_of(core, hub_ns, QA)) == 1
+    hub.stop_server(QA, f"q{started}")
 
 
 def test_unschedulable_fails_fast_and_keeps_pvc(hub, hub_ns, core):
     # take a GPU first, so the request below is for GPUs that exist but are not free
-    spawn(hub, "carol", "hold", {"profile": "a100", "gpus": 1})
+    spawn(hub, CAROL, "hold", {"profile": "a100", "gpus": 1})
     try:
         free, total = gpu_free_from_api(core)
         want = min(c for c in (1, 2, 4, 8) if c > free)
         t = time.monotonic()
-        r = hub.api("POST", "/users/boss/servers/huge", json={"profile": "a100", "gpus": want}, timeout=60)
+        r = hub.api("POST", f"/users/{BOSS}/servers/huge", json={"profile": "a100", "gpus": want}, timeout=60)
         seconds = time.monotonic() - t
         print(f"unschedulable spawn ({want} asked, {free} of {total} free) failed in {seconds:.2f} s: {r.status_code} {r.text[:300]}")
         assert r.status_code == 409, r.text
         assert f"Not enough free {GPU_CLASS} GPUs: you asked for {want}" in r.json()["message"]
         assert seconds < 15
-        wait_no_pods(core, hub_ns, "boss", timeout=10)
-        assert pvc_exists(core, hub_ns, "home-boss")
+        wait_no_pods(core, hub_ns, BOSS, timeout=10)
+        assert pvc_exists(core, hub_ns, f"home-{BOSS}")
     finally:
-        hub.stop_server("carol", "hold")
+        hub.stop_server(CAROL, "hold")
 
 
 def test_home_persists_and_no_gpu_leak(hub, hub_ns, core):
     # GPU first, then CPU for the same user and server: the CPU pod must carry nothing of the GPU spawn
-    model, progress = spawn_watching_progress(hub, "gina", {"profile": "a100", "gpus": 2})
+    model, progress = spawn_watching_progress(hub, GINA, {"profile": "a100", "gpus": 2})
     print("progress:", progress)
     assert "Checking quota for A100 GPU (2 × NVIDIA A100 80GB, PyTorch (CUDA))" in progress
-    assert "Creating your server (2 × NVIDIA A100 80GB, home volume home-gina)" in progress
+    assert f"Creating your server (2 × NVIDIA A100 80GB, home volume home-{GINA})" in progress
     assert "Placed on node kubelab-gpu-a100" in progress
-    token = hub.user_token("gina")
+    token = hub.user_token(GINA)
     base = f"{hub.url}{model['url']}api/contents/kept.txt"
     auth = {"Authorization": f"token {token}"}
     r = requests.put(base, json={"type": "file", "format": "text", "content": "still here"}, headers=auth, timeout=30)
     assert r.status_code in (200, 201), r.text
-    hub.stop_server("gina")
-    wait_no_pods(core, hub_ns, "gina")
-    assert pvc_exists(core, hub_ns, "home-gina")
+    hub.stop_server(GINA)
+    wait_no_pods(core, hub_ns, GINA)
+    assert pvc_exists(core, hub_ns, f"home-{GINA}")
 
-    model = spawn(hub, "gina", "", {"profile": "cpu-small"})
-    (p,) = pods_of(core, hub_ns, "gina")
+    model = spawn(hub, GINA, "", {"profile": "cpu-small"})
+    (p,) = pods_of(core, hub_ns, GINA)
     c = p.spec.containers[0]
     assert "nvidia.com/gpu" not in (c.resources.limits or {}) and "nvidia.com/gpu" not in (c.resources.requests or {})
     assert not p.spec.node_selector
@@ -264,9 +268,9 @@ def test_home_persists_and_no_gpu_leak(hub, hub_ns, core):
     assert "KUBELAB_GPU_CLASS" not in {e.name for e in c.env}
     r = requests.get(f"{hub.url}{model['url']}api/contents/kept.txt", headers=auth, timeout=30)
     assert r.status_code == 200 and r.json()["content"] == "still here"
-    hub.stop_server("gina")
-    wait_no_pods(core, hub_ns, "gina")
-    assert pvc_exists(core, hub_ns, "home-gina")
+    hub.stop_server(GINA)
+    wait_no_pods(core, hub_ns, GINA)
+    assert pvc_exists(core, hub_ns, f"home-{GINA}")
 
 
 def test_resource_quota_refusal_names_gpu_class(cluster, namespace, core, tmp_path):
@@ -279,16 +283,16 @@ def test_resource_quota_refusal_names_gpu_class(cluster, namespace, core, tmp_pa
     })
     hub = start_hub(cluster, namespace, tmp_path / "hub")
     try:
-        hub.ensure_user("alice", ["gpu-users"])
+        hub.ensure_user(ALICE, ["gpu-users"])
         t = time.monotonic()
-        r = hub.api("POST", "/users/alice/server", json={"profile": "a100", "gpus": 1}, timeout=60)
+        r = hub.api("POST", f"/users/{ALICE}/server", json={"profile": "a100", "gpus": 1}, timeout=60)
         seconds = time.monotonic() - t
         print(f"ResourceQuota refusal in {seconds:.2f} s: {r.status_code} {r.text[:300]}")
         assert r.status_code == 429, r.text
         assert "resource quota 'gpu-quota' refuses 1 × NVIDIA A100 80GB" in r.json()["message"]
         assert seconds < 15
-        assert pods_of(core, namespace, "alice") == []
-        assert pvc_exists(core, namespace, "home-alice")
+        assert pods_of(core, namespace, ALICE) == []
+        assert pvc_exists(core, namespace, f"home-{ALICE}")
     finally:
         hub.stop()
 
@@ -308,22 +312,22 @@ def test_bad_catalogue_stops_hub_with_one_error(cluster, namespace, tmp_path):
 def test_rwo_home_in_use_on_another_node_is_refused_before_any_pod(hub, hub_ns, core):
     # alice's home is ReadWriteOnce and mounted by her CPU server on the CPU node; a GPU server would
     # need it on the GPU node (Multi-Attach on a real cluster), so it is refused with the reason
-    spawn(hub, "dora", "", {"profile": "cpu-small"})
-    hub.api("POST", "/groups/gpu-users/users", json={"users": ["dora"]}).raise_for_status()
+    spawn(hub, DORA, "", {"profile": "cpu-small"})
+    hub.api("POST", "/groups/gpu-users/users", json={"users": [DORA]}).raise_for_status()
     try:
-        r = hub.api("POST", "/users/dora/servers/gpu", json={"profile": "a100", "gpus": 1}, timeout=60)
+        r = hub.api("POST", f"/users/{DORA}/servers/gpu", json={"profile": "a100", "gpus": 1}, timeout=60)
         assert r.status_code == 409, r.text
         assert re.search(r"home volume is ReadWriteOnce and in use by default server on node kubelab-cpu, "
                          r"which has no NVIDIA A100 80GB; stop it first", r.json()["message"])
-        assert len(pods_of(core, hub_ns, "dora")) == 1
+        assert len(pods_of(core, hub_ns, DORA)) == 1
         # a second CPU server shares the node and the volume instead
-        spawn(hub, "dora", "more", {"profile": "cpu-small"})
-        pods = pods_of(core, hub_ns, "dora")
+        spawn(hub, DORA, "more", {"profile": "cpu-small"})
+        pods = pods_of(core, hub_ns, DORA)
         assert {p.spec.node_name for p in pods} == {"kubelab-cpu"}
         assert [p.spec.node_selector for p in pods if p.metadata.labels["kubelab.io/server"] == "more"] == [
             {"kubernetes.io/hostname": "kubelab-cpu"}
         ]
     finally:
-        hub.api("DELETE", "/groups/gpu-users/users", json={"users": ["dora"]})
-        hub.stop_server("dora", "more")
-        hub.stop_server("dora")
+        hub.api("DELETE", "/groups/gpu-users/users", json={"users": [DORA]})
+        hub.stop_server(DORA, "more")
+        hub.stop_server(DORA)
