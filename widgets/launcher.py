@@ -180,7 +180,8 @@ class JobLauncher:
         self.refresh_note = widgets.HTML()
         self.job_select = widgets.Dropdown(description="Job", style=style, layout=wide)
         self.rank_select = widgets.Dropdown(description="Rank", style=style, layout=widgets.Layout(width="16em"))
-        self.cancel_button = widgets.Button(description="Cancel job", button_style="danger", icon="stop")
+        self.cancel_button = widgets.Button(description="Cancel job", button_style="danger", icon="stop",
+                                            disabled=True)  # enabled once a job is chosen
         self.detail = widgets.HTML()
         self.logs_view = widgets.HTML(layout=widgets.Layout(max_height="24em", overflow="auto", border="1px solid #ddd"))
 

@@ -80,6 +80,7 @@ def test_form_is_built_from_the_options(launcher: JobLauncher) -> None:
     assert launcher.name.value.startswith("pytorch-")
     assert "GPU quota: unlimited" in launcher.header.value
     assert "No jobs yet." in launcher.table.value
+    assert launcher.cancel_button.disabled  # nothing to cancel yet
 
 
 def test_gpu_choices_show_availability_and_quota(tmp_path: Path) -> None:

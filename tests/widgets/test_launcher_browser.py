@@ -91,8 +91,8 @@ def lab_hub(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         c.LabSpawner.delete_grace_period = 1
     """)
     hub = HubProcess(config, connect_ip=cluster.host_ip, workdir=workdir, env={"KUBECONFIG": str(cluster.kubeconfig)})
-    hub.start(timeout=90)
     try:
+        hub.start(timeout=90)
         hub.ensure_user("alice", groups=["gpu-users"])
         r = hub.api("POST", "/users/alice/server", json={"profile": "cpu"}, timeout=180)
         assert r.status_code in (201, 202), r.text
@@ -120,6 +120,20 @@ def contents(hub: HubProcess, token: str, path: str, model: dict[str, Any]) -> N
     assert r.status_code in (200, 201), r.text
 
 
+def dismiss_dialogs(page: Any) -> list[str]:
+    """Accept any JupyterLab dialog in the way (a kernel choice, a "kernel restarting" notice)
+    and return their texts, so that a failure can say what JupyterLab showed."""
+    texts = []
+    for _ in range(3):
+        dialog = page.locator(".jp-Dialog")
+        if not dialog.count():
+            break
+        texts.append(dialog.first.inner_text())
+        dialog.first.locator(".jp-Dialog-button.jp-mod-accept").first.click()
+        page.wait_for_timeout(500)
+    return texts
+
+
 def test_launcher_runs_a_ddp_job_in_jupyterlab(lab_hub: HubProcess, browser: Any) -> None:
     hub = lab_hub
     token = hub.user_token("alice")
@@ -144,7 +158,9 @@ def test_launcher_runs_a_ddp_job_in_jupyterlab(lab_hub: HubProcess, browser: Any
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120000)
     # Even then, a run sent while the kernel connection settles can be dropped ("[ ]:" stays
     # empty); run the cell again in place until it has an execution count.
+    dialogs: list[str] = []
     for _attempt in range(4):
+        dialogs += dismiss_dialogs(page)
         page.click(".jp-Cell .jp-InputArea-editor >> nth=0")
         page.keyboard.press("Control+Enter")
         try:
@@ -155,12 +171,14 @@ def test_launcher_runs_a_ddp_job_in_jupyterlab(lab_hub: HubProcess, browser: Any
             break
         except Exception:  # noqa: BLE001, S112 - playwright's TimeoutError: not run yet, try again
             continue
+    if dialogs:
+        print(f"JupyterLab dialogs accepted: {dialogs}")
     try:
         page.wait_for_selector(".kubelab-launcher button:has-text('Submit')", timeout=180000)
     except Exception as e:  # noqa: BLE001 - re-raised with what the notebook shows
         page.screenshot(path=str(hub.workdir / "launcher-failed.png"), full_page=True)
         raise AssertionError(f"no launcher; cell output: {page.locator('.jp-OutputArea').all_inner_texts()!r}; "
-                             f"screenshot {hub.workdir / 'launcher-failed.png'}") from e
+                             f"dialogs: {dialogs}; screenshot {hub.workdir / 'launcher-failed.png'}") from e
 
     def field(label: str) -> Any:
         return page.locator(f".kubelab-launcher .widget-inline-hbox:has(label:text-is('{label}')) input").first
@@ -175,6 +193,7 @@ def test_launcher_runs_a_ddp_job_in_jupyterlab(lab_hub: HubProcess, browser: Any
     page.click(".kubelab-launcher button:has-text('Submit')")
     refusal = page.wait_for_selector(".kubelab-launcher .kubelab-error", timeout=60000)
     assert "GPU quota" in refusal.inner_text(), refusal.inner_text()
+    page.wait_for_selector(".kubelab-launcher button:has-text('Submit'):not([disabled])")  # re-enabled
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.locator(".kubelab-launcher").screenshot(path=str(SCREENSHOTS / "launcher-quota-refused.png"))
     page.locator(".kubelab-launcher .widget-dropdown:has(label:text-is('GPU class')) select").select_option(index=0)

@@ -70,8 +70,8 @@ def jobs_hub(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         c.Authenticator.allow_all = True
     """)
     hub = HubProcess(config, connect_ip=cluster.host_ip, workdir=workdir, env={"KUBECONFIG": str(cluster.kubeconfig)})
-    hub.start(timeout=90)
     try:
+        hub.start(timeout=90)
         hub.ensure_user("alice", groups=["gpu-users"])
         hub.ensure_user("bob")
         yield hub, namespace
