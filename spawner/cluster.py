@@ -90,6 +90,10 @@ class ClusterCache:
         Raises:
             TimeoutError: The first LIST did not complete in ``timeout`` seconds.
         """
+        if self._tasks and all(e.is_set() for e in self._loaded.values()):
+            # fast path without a suspension point: callers (quota checks) then run to their
+            # decision in one go instead of queueing behind every other request on the loop
+            return
         async with self._start_lock:
             if not self._tasks:
                 self._tasks = [
