@@ -624,30 +624,33 @@ class LogsHandler(JobsHandlerBase):
             self.fail(400, "rank and tail must be integers", field="rank")
             return
         follow = self.get_argument("follow", "0") in ("1", "true")
+        try:
+            status = self.service.get(who[0], name)
+        except JobNotFound:
+            self.fail(404, f"no job '{name}'")
+            return
+        if not 0 <= rank < status.workers:
+            self.fail(400, f"rank: {rank} is not allowed; allowed: 0..{status.workers - 1}", field="rank")
+            return
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        if follow:
+            # Send the headers now: proxies in between give up on a response that has not started,
+            # and a followed rank may print nothing for a long time.
+            await self.flush()
         lines = self.service.logs(who[0], name, rank, follow=follow, tail=tail)
-        started = False
         try:
             async for line in lines:
-                if not started:
-                    self.set_header("Content-Type", "text/plain; charset=utf-8")
-                    started = True
                 self.write(line + "\n")
                 if follow:
                     await self.flush()
         except JobNotFound as e:
-            if not started:
-                self.fail(404, f"no job '{name}'" if e.args and e.args[0] == name else str(e.args[0]))
-                return
-        except JobSpecError as e:
-            if not started:
-                self.fail(400, str(e), field=e.field)
+            if not follow:
+                self.fail(404, str(e.args[0]) if e.args else f"no job '{name}'")
                 return
         except StreamClosedError:
             return  # the client went away
         finally:
             await lines.aclose()
-        if not started:
-            self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish()
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+import requests
 import yaml
 from kubernetes.client.rest import ApiException
 
@@ -231,12 +232,28 @@ def test_cancel_removes_every_object_and_stops_the_processes(
     wait_until(lambda: len(processes_with(marker)) >= 2, 60, "both ranks' processes")
     before = objects_of(kube, jobs_ns, "sleepy")
     assert {o.split("/")[0] for o in before} == {"ConfigMap", "Service", "Job", "Pod"}
+    # Follow rank 0's log as a stream: its lines arrive, and the stream ends when the job is cancelled.
+    # Straight to the hub, as a notebook's JUPYTERHUB_API_URL does (not through the public proxy).
+    direct = f"http://{hub.connect_ip}:{hub.hub_port}/hub/api"
+    stream = requests.get(f"{direct}/kubelab/jobs/sleepy/logs", params={"rank": 0, "follow": 1},
+                          headers={"Authorization": f"token {tokens['alice']}"}, stream=True, timeout=60)
+    assert stream.status_code == 200 and stream.headers["Content-Type"].startswith("text/plain"), stream.text
+    lines = stream.iter_lines(decode_unicode=True)
+    seen = []
+    for line in lines:
+        seen.append(line)
+        if line == "rank 0: step 29":
+            break
+    assert "rank 0: step 0" in seen
 
     r = api(hub, "DELETE", "jobs/sleepy", tokens["alice"])
     assert r.status_code == 200 and r.json()["phase"] == "Cancelled"
     assert api(hub, "GET", "jobs/sleepy", tokens["alice"]).status_code == 404
     wait_until(lambda: not objects_of(kube, jobs_ns, "sleepy"), 90, "every object labelled with the job to go")
     wait_until(lambda: not processes_with(marker), 60, "the ranks' processes to stop")
+    for _ in lines:  # drains until the server ends the stream; a hang fails on the 60 s read timeout
+        pass
+    stream.close()
 
 
 def test_failing_rank_fails_the_job_and_tears_down_the_others(
