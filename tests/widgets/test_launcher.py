@@ -21,7 +21,7 @@ from kubelab.jobs import JobClient, JobSpec
 from kubelab.jobs.backends.local import LocalBackend
 from kubelab.widgets import JobLauncher
 
-SCRIPTS = Path(__file__).parents[1] / "jobs" / "notebook"  # ddp_linreg.py lives there
+SCRIPTS = Path(__file__).parents[1] / "jobs" / "notebook"  # ddp_steps.py lives there
 
 
 class CatalogueBackend(LocalBackend):
@@ -110,7 +110,7 @@ def test_gpu_choices_show_availability_and_quota(tmp_path: Path) -> None:
 def test_submit_runs_the_job_and_shows_status_and_logs(launcher: JobLauncher, backend: LocalBackend) -> None:
     states: list[bool] = []
     launcher.submit_button.observe(lambda change: states.append(change["new"]), names="disabled")
-    fill(launcher, name="ddp", script="ddp_linreg.py", args="--steps 20", workers=2)
+    fill(launcher, name="ddp", script="ddp_steps.py", args="--steps 20", workers=2)
 
     launcher.submit_button.click()
 
@@ -149,7 +149,7 @@ def test_submit_runs_the_job_and_shows_status_and_logs(launcher: JobLauncher, ba
 )
 def test_bad_input_is_shown_in_the_widget(launcher: JobLauncher, backend: LocalBackend, values: dict,
                                           message: str | None) -> None:
-    fill(launcher, script="ddp_linreg.py", args="--steps 1", workers=1)
+    fill(launcher, script="ddp_steps.py", args="--steps 1", workers=1)
     fill(launcher, **values)
     launcher.submit_button.click()
     assert not launcher.submit_button.disabled
@@ -162,8 +162,8 @@ def test_bad_input_is_shown_in_the_widget(launcher: JobLauncher, backend: LocalB
 
 
 def test_service_errors_are_shown_in_the_widget(launcher: JobLauncher, backend: LocalBackend) -> None:
-    backend.submit(JobSpec(name="taken", script="ddp_linreg.py", args=["--steps", "1"]))
-    fill(launcher, name="taken", script="ddp_linreg.py", workers=1)
+    backend.submit(JobSpec(name="taken", script="ddp_steps.py", args=["--steps", "1"]))
+    fill(launcher, name="taken", script="ddp_steps.py", workers=1)
     launcher.submit_button.click()
     assert "name: job &#x27;taken&#x27; already exists; cancel it first" in launcher.error.value
     fill(launcher, name="other")
@@ -172,7 +172,7 @@ def test_service_errors_are_shown_in_the_widget(launcher: JobLauncher, backend: 
 
 
 def test_cancel_from_the_detail_view(launcher: JobLauncher, backend: LocalBackend) -> None:
-    fill(launcher, name="long", script="ddp_linreg.py", args="--steps 100000000", workers=2)
+    fill(launcher, name="long", script="ddp_steps.py", args="--steps 100000000", workers=2)
     launcher.submit_button.click()
     assert launcher.job_select.value == "long" and not launcher.cancel_button.disabled
     pids = [int(r.pod.removeprefix("pid:")) for r in backend.get("long").ranks]

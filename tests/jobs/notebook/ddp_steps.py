@@ -1,4 +1,7 @@
-"""A tiny deterministic DDP job: linear regression on synthetic data, gloo all-reduce.
+"""A tiny deterministic DDP job with knobs: linear regression on synthetic data, gloo all-reduce.
+
+Like the server side's ``tests/jobs/scripts/ddp_linreg.py``, plus ``--steps`` (a long run to
+cancel) and ``--fail-rank`` (a rank that fails after joining the process group).
 
 Every rank builds the same data from a fixed seed and trains on its own shard (``rank::world``);
 DDP averages the gradients with an all-reduce, so W ranks do full-batch gradient descent on the
