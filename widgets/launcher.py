@@ -22,6 +22,7 @@ import html
 import secrets
 import shlex
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -497,8 +498,6 @@ class JobLauncher:
         thread.start()
 
     def _follow_logs(self, name: str, rank: int, generation: int) -> None:
-        import time
-
         lines = self._log_lines
         last_flush = 0.0
         try:
