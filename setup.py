@@ -31,6 +31,7 @@ setup(
         "traitlets>=5.9,<6",
         "kubernetes>=30,<38",
         "kubernetes-asyncio>=30,<37",
+        "aiohttp>=3.9,<4",
         "jsonschema>=4.18,<5",
         "pyyaml>=6,<7",
         "requests>=2.28,<3",

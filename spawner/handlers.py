@@ -69,8 +69,11 @@ class AvailabilityHandler(_Base):
 class SummaryHandler(_Base):
     """Public aggregate: ``{"classes": [{"class", "display_name", "free", "total"}]}``."""
 
-    def get_current_user(self) -> None:  # type: ignore[override]
-        return None  # public: never resolve (or require) a login
+    async def get_current_user(self) -> None:  # type: ignore[override]
+        # Public: never resolve (or require) a login. JupyterHub's prepare() awaits this and
+        # current_user reads _jupyterhub_user afterwards.
+        self._jupyterhub_user = None
+        return None
 
     async def get(self) -> None:
         _, availability = await self._availability()

@@ -140,6 +140,7 @@ def test_public_summary_and_private_detail(hub, core):
     free, total = gpu_free_from_api(core)
     assert (cls["display_name"], cls["free"], cls["total"]) == (GPU_CLASS, free, total)
     assert set(cls) == {"class", "display_name", "free", "total"}
+    assert "Failed to get current user" not in hub.log_text(), "the public endpoint must not try to log in"
     assert requests.get(f"{hub.url}/hub/api/kubelab/availability", timeout=10).status_code in (401, 403)
     detail = hub.api("GET", "/kubelab/availability", token=hub.user_token(BOB)).json()
     assert [p["slug"] for p in detail["profiles"]] == ["cpu-small"]
