@@ -408,3 +408,29 @@ def test_a_create_refused_half_way_leaves_nothing_behind(
         assert api(hub, "GET", "jobs/halfway", tokens["alice"]).status_code == 404
     finally:
         core.delete_namespaced_resource_quota("one-more-job", jobs_ns)
+
+
+def test_jobs_outlive_the_hub_that_started_them(
+        cluster: Any, hub: HubProcess, tokens: dict[str, str], alice_home: str, kube: kubernetes.client.ApiClient,
+        jobs_ns: str) -> None:
+    """A hub going away interrupts only the API: the job keeps running, and another hub process
+    (fresh caches, as after a restart) reports it and can cancel it."""
+    marker = f"outlive-{secrets.token_hex(4)}"
+    with HubProcess(config=hub.config, connect_ip=cluster.host_ip,
+                    env={"KUBECONFIG": str(cluster.kubeconfig)}) as first:
+        first.ensure_user("alice", ["gpu-users"])
+        token = first.user_token("alice")
+        r = api(first, "POST", "jobs", token, json={
+            "name": "outlive", "framework": "replicas", "script": "fail_rank.py", "args": [marker], "workers": 2,
+            "env": {"FAIL_RANK": "none"}})
+        assert r.status_code == 201, r.text
+        assert wait_phase(first, token, "outlive", ("Running",), 120)["phase"] == "Running"
+        wait_until(lambda: len(processes_with(marker)) >= 2, 60, "both ranks' processes")
+    assert first.proc is None  # that hub is gone
+    time.sleep(3)
+    assert len(processes_with(marker)) >= 2
+    status = api(hub, "GET", "jobs/outlive", tokens["alice"]).json()
+    assert status["phase"] == "Running" and [r["phase"] for r in status["ranks"]] == ["Running", "Running"]
+    assert api(hub, "DELETE", "jobs/outlive", tokens["alice"]).status_code == 200
+    wait_until(lambda: not objects_of(kube, jobs_ns, "outlive"), 90, "the job's objects to go")
+    wait_until(lambda: not processes_with(marker), 60, "the ranks' processes to stop")
