@@ -450,6 +450,8 @@ class JobsService:
             "ranks": [r.__dict__ for r in status.ranks],
         }
         await self._finish(jid, record)
+        if status.engine != "plain":
+            return  # Kubeflow (cleanPodPolicy), JobSet and Trainer tear their own ranks down on failure
         # Tear down the other ranks; the failed rank's Job (and pod) stay for post-mortem logs.
         key = (user_label(user), name)
         for job_name in sorted(self.cache.jobs_by_job.get(key, ())):
