@@ -9,7 +9,8 @@ module). The suites' own set-up and checks keep the admin kubeconfig they pass e
 
 ``KUBELAB_HUB_SA_WITHOUT`` (comma-separated resources, e.g. ``jobs``) strips those from the
 Role, as a negative control. When ``KUBELAB_HUB_SA_REPORT`` names a file, the plugin writes there, as JSON, the account's
-user name and how many hubs it started, so the caller can tell that the swap really happened.
+namespace (at once, so that a caller can clean up after a killed run), then its user name and
+how many hubs it started, so the caller can tell that the swap really happened.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def _hubs_run_as_hub_service_account(cluster: Any, tmp_path_factory: pytest.Temp
     core.create_namespace({"metadata": {"name": namespace, "labels": {"kubelab.io/test": "true"}}})
     started = {"hubs": 0}
     originals: dict[type, Any] = {}
+    report = os.environ.get("KUBELAB_HUB_SA_REPORT")
+    if report:
+        Path(report).write_text(json.dumps({"namespace": namespace}))
     try:
         without = frozenset(filter(None, os.environ.get("KUBELAB_HUB_SA_WITHOUT", "").split(",")))
         with hub_account(admin, namespace, tmp_path_factory.mktemp("hub-sa"), values=ENGINES,
@@ -62,9 +66,8 @@ def _hubs_run_as_hub_service_account(cluster: Any, tmp_path_factory: pytest.Temp
 
                 cls.__init__ = patched
             yield
-            report = os.environ.get("KUBELAB_HUB_SA_REPORT")
             if report:
-                Path(report).write_text(json.dumps({"user": account.username, **started}))
+                Path(report).write_text(json.dumps({"namespace": namespace, "user": account.username, **started}))
     finally:
         for cls, original in originals.items():
             cls.__init__ = original
