@@ -61,7 +61,6 @@ setup(
     entry_points={
         "console_scripts": [
             "kubelab-devcluster = kubelab.devcluster.cli:main",
-            "kubelab-jobs-service = kubelab.jobs.service:main",
             "kubelab-check-config = kubelab.hub_config.catalogue:main",
         ],
     },
