@@ -206,7 +206,8 @@ def test_two_worker_ddp_through_jobclient(hub: HubProcess, tokens: dict[str, str
 
 def test_tf_config_per_rank_on_the_cluster(hub: HubProcess, tokens: dict[str, str], alice_home: str) -> None:
     r = api(hub, "POST", "jobs", tokens["alice"],
-            json={"name": "tfcfg", "framework": "tensorflow", "script": "print_tf_config.py", "workers": 2})
+            json={"name": "tfcfg", "framework": "tensorflow", "script": "print_tf_config.py", "workers": 2,
+                  "args": ["--handshake"]})
     assert r.status_code == 201, r.text
     done = wait_phase(hub, tokens["alice"], "tfcfg", ("Succeeded", "Failed"))
     assert done["phase"] == "Succeeded", (done["message"], done["last_logs"])
