@@ -107,14 +107,24 @@ def kubeflow_crds(kube: kubernetes.client.ApiClient) -> Any:
     if this module installed them, so that engine discovery elsewhere does not pick an engine whose
     operator is not running."""
     ext = kubernetes.client.ApiextensionsV1Api(kube)
+
+    def state(name: str) -> str:
+        try:
+            crd = ext.read_custom_resource_definition(name)
+        except ApiException as e:
+            if e.status == 404:
+                return "absent"
+            raise
+        return "terminating" if crd.metadata.deletion_timestamp else "present"
+
     installed = []
     for plural in V1_CRDS:
         name = f"{plural}.kubeflow.org"
-        try:
-            ext.read_custom_resource_definition(name)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+        deadline = time.monotonic() + 120
+        while state(name) == "terminating":  # an earlier run's removal still in progress
+            assert time.monotonic() < deadline, f"CRD {name} still terminating"
+            time.sleep(1)
+        if state(name) == "absent":
             out = subprocess.run([str(KUBECTL), "create", "--validate=false", "-f",
                                   str(CRDS / f"kubeflow-training-v1/kubeflow.org_{plural}.yaml")],
                                  capture_output=True, text=True, timeout=120)
@@ -131,6 +141,10 @@ def kubeflow_crds(kube: kubernetes.client.ApiClient) -> Any:
     yield
     for name in installed:
         ext.delete_custom_resource_definition(name)
+    deadline = time.monotonic() + 120
+    for name in installed:  # leave no terminating CRD behind for the next run
+        while state(name) != "absent" and time.monotonic() < deadline:
+            time.sleep(1)
 
 
 KUBEFLOW = [
