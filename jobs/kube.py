@@ -26,6 +26,7 @@ from kubernetes_asyncio.client import ApiClient, BatchV1Api, CoreV1Api, CustomOb
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubelab.hub_config.naming import LABEL_JOB, LABEL_USER, MANAGED_BY, MANAGED_BY_VALUE
+from kubelab.spawner.cluster import raise_for_status
 
 log = logging.getLogger("kubelab.jobs.kube")
 T = TypeVar("T")
@@ -76,23 +77,8 @@ async def with_retries(call: Callable[[], Awaitable[T]], what: str, attempts: in
     raise AssertionError("unreachable")
 
 
-async def checked(resp: Any) -> Any:
-    """Raise :class:`ApiException` for a non-2xx raw response.
-
-    kubernetes_asyncio only raises for status codes when it preloads the body; with
-    ``_preload_content=False`` (used to read JSON and streams without model conversion) a 404 or 409
-    comes back as a normal response, so every raw call goes through this.
-    """
-    status = getattr(resp, "status", 200)
-    if 200 <= status <= 299:
-        return resp
-    try:
-        body = await resp.read()
-    finally:
-        resp.release()
-    err = ApiException(status=status, reason=getattr(resp, "reason", "") or "")
-    err.body = body.decode("utf-8", "replace")
-    raise err
+# A raw (``_preload_content=False``) call does not raise for non-2xx; every raw call goes through this.
+checked = raise_for_status
 
 
 def describe(obj: Mapping[str, Any]) -> str:

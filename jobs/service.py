@@ -38,6 +38,7 @@ from kubelab.jobs.engines import Engines, discover
 from kubelab.jobs.kube import AlreadyExists, JobCache, JobsApi, shared_job_cache
 from kubelab.jobs.spec import JobSpec, JobSpecError, JobStatus
 from kubelab.jobs.status import STATUS_KEY, build_status, failure_time, final_record, latest, pod_rank
+from kubelab.spawner.availability import gpu_availability
 
 log = logging.getLogger("kubelab.jobs.service")
 
@@ -156,19 +157,9 @@ class JobsService:
 
     def _gpu_free(self) -> dict[str, dict[str, int]]:
         """Allocatable and free GPUs per class, from the spawner's availability (cache-only)."""
-        try:
-            from kubelab.spawner.availability import gpu_availability
-        except ImportError:
-            return {}
-        try:
-            avail = gpu_availability(self.ledger.cache, self.catalogue)
-        except (TypeError, AttributeError, KeyError) as e:  # the spawner's API is still moving
-            log.info("gpu availability not available: %s", e)
-            return {}
-        out = {}
-        for key, a in dict(avail).items():
-            out[key] = {"allocatable": int(getattr(a, "allocatable", 0)), "free": int(getattr(a, "free", 0))}
-        return out
+        cache = self.ledger.cache
+        avail = gpu_availability(cache.nodes.values(), cache.pods.values(), self.catalogue.gpu_classes)
+        return {key: {"allocatable": a.allocatable, "free": a.free} for key, a in avail.items()}
 
     # -- submit --------------------------------------------------------------------------------
 

@@ -209,7 +209,7 @@ class ClusterCache:
 
     async def _list(self, kind: str) -> str:
         self.stats[f"list_{kind}"] += 1
-        resp = await self._method(kind)(_preload_content=False, _request_timeout=60)
+        resp = await raise_for_status(await self._method(kind)(_preload_content=False, _request_timeout=60))
         body = json.loads(await resp.read())
         self._replace(kind, body.get("items") or [])
         self._loaded[kind].set()
@@ -226,6 +226,7 @@ class ClusterCache:
             _preload_content=False,
             _request_timeout=self.watch_timeout + 30,
         )
+        await raise_for_status(resp)
         try:
             # split lines ourselves: aiohttp's line iterator refuses lines over 128 KiB, and one
             # pod with a large annotation would otherwise stall the watch on the same event forever
@@ -267,6 +268,24 @@ class ClusterCache:
                 log.warning("watch %s interrupted (%s); retrying in %.1f s", kind, e, delay)
             await asyncio.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter, not crypto
             delay = min(delay * 2, 10)
+
+
+async def raise_for_status(resp: Any) -> Any:
+    """Return a raw (``_preload_content=False``) response, or raise :class:`ApiException` for non-2xx.
+
+    kubernetes_asyncio raises for status codes only when it preloads the body; a raw 403 or 410
+    would otherwise be read as an empty list, and the cache would look valid while it is not.
+    """
+    status = getattr(resp, "status", 200)
+    if 200 <= status <= 299:
+        return resp
+    try:
+        body = await resp.read()
+    finally:
+        resp.release()
+    err = ApiException(status=status, reason=getattr(resp, "reason", "") or "")
+    err.body = body.decode("utf-8", "replace")
+    raise err
 
 
 _shared: dict[int, ClusterCache] = {}

@@ -363,6 +363,9 @@ def test_shared_quota_counts_the_running_gpu_notebook(
         quota = wait_until(lambda: (q := api(hub, "GET", "options", tokens["alice"]).json()["quota"])["used_gpus"] == 1
                            and q, 30, "the options to count the notebook")
         assert quota["max_gpus"] == 2 and quota["remaining_gpus"] == 1
+        # the options publish live availability: the A100 node's GPUs, one of them held by the notebook
+        (a100,) = [g for g in api(hub, "GET", "options", tokens["alice"]).json()["gpu_classes"] if g["key"] == "a100"]
+        assert a100["allocatable"] >= 1 and a100["free"] <= a100["allocatable"] - 1, a100
         baseline = all_kubelab_objects(kube, jobs_ns)
         t0 = time.monotonic()
         r = api(hub, "POST", "jobs", tokens["alice"], json={
