@@ -37,7 +37,7 @@ def define_jobs_scope(c: Config) -> None:
     c.JupyterHub.load_roles = roles
 
 
-def jobs_configure_hub() -> Callable[[Config, Catalogue], Any] | None:
+def jobs_configure_hub() -> Callable[..., Any] | None:
     """The jobs service's ``configure_hub``, or None while it is not installed."""
     try:
         module = importlib.import_module("kubelab.jobs.service")
@@ -48,6 +48,15 @@ def jobs_configure_hub() -> Callable[[Config, Catalogue], Any] | None:
     return getattr(module, "configure_hub", None)
 
 
+def admin_groups_of(c: Config) -> list[str]:
+    """The admin groups set on whichever authenticator section ``configure_auth`` filled in."""
+    groups: set[str] = set()
+    for section in c:
+        if section.endswith("Authenticator") and "admin_groups" in c[section]:
+            groups |= set(c[section].admin_groups)
+    return sorted(groups)
+
+
 def configure_jobs(c: Config, catalogue: Catalogue) -> str:
     """Let the jobs service configure the hub, or declare its scope when it is not there.
 
@@ -56,7 +65,8 @@ def configure_jobs(c: Config, catalogue: Catalogue) -> str:
     """
     configure = jobs_configure_hub()
     if configure is not None:
-        configure(c, catalogue)
+        # Members of the admin groups from the provider see every user's jobs, as they see every server.
+        configure(c, catalogue, admin_groups=admin_groups_of(c))
         return "jobs service: kubelab.jobs.service.configure_hub"
     define_jobs_scope(c)
     return f"jobs service not installed; scope {JOBS_SCOPE} declared"

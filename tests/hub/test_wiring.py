@@ -72,15 +72,15 @@ def test_define_jobs_scope_keeps_default_role_scopes() -> None:
     assert set(roles["server"]["scopes"]) == {"users:activity!user", "access:servers!server", scopes.JOBS_SCOPE}
 
 
-def test_configure_jobs_prefers_the_jobs_service() -> None:
+def test_configure_jobs_uses_the_jobs_service_and_admin_groups() -> None:
     c = Config()
+    c.KubelabOIDCAuthenticator.admin_groups = {"admins", "lab-heads"}
     described = scopes.configure_jobs(c, CATALOGUE)
-    if scopes.jobs_configure_hub() is None:
-        assert described.startswith("jobs service not installed")
-    else:
-        assert described == "jobs service: kubelab.jobs.service.configure_hub"
-    # Either way the scope the notebook side relies on is declared.
+    assert described == "jobs service: kubelab.jobs.service.configure_hub"
     assert scopes.JOBS_SCOPE in c.JupyterHub.custom_scopes
+    # Members of the provider's admin groups see every user's jobs.
+    (admin_role,) = [r for r in c.JupyterHub.load_roles if "custom:kubelab:jobs-admin" in r["scopes"]]
+    assert admin_role["groups"] == ["admins", "lab-heads"]
 
 
 def test_templates_configured() -> None:
