@@ -26,7 +26,7 @@ from kubernetes_asyncio.client import ApiClient, BatchV1Api, CoreV1Api, CustomOb
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubelab.hub_config.naming import LABEL_JOB, LABEL_USER, MANAGED_BY, MANAGED_BY_VALUE
-from kubelab.spawner.cluster import raise_for_status
+from kubelab.spawner.watch import keep_watching, raise_for_status, watch_events
 
 log = logging.getLogger("kubelab.jobs.kube")
 T = TypeVar("T")
@@ -383,42 +383,15 @@ class JobCache:
             resource_version=resource_version, allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout,
             _preload_content=False, _request_timeout=self.watch_timeout + 30,
         )
-        await checked(resp)
-        try:
-            async for line in resp.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                obj = event.get("object") or {}
-                etype = event.get("type")
-                if etype == "ERROR":
-                    raise ApiException(status=obj.get("code", 500), reason=obj.get("message", "watch error"))
-                resource_version = (obj.get("metadata") or {}).get("resourceVersion", resource_version)
-                if etype in ("ADDED", "MODIFIED", "DELETED"):
-                    self.apply(kind, etype, obj)
-        finally:
-            resp.release()
+        async for event in watch_events(resp):
+            obj = event.get("object") or {}
+            resource_version = (obj.get("metadata") or {}).get("resourceVersion", resource_version)
+            if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                self.apply(kind, event["type"], obj)
         return resource_version
 
     async def _run(self, kind: str) -> None:
-        resource_version: str | None = None
-        delay = 0.2
-        while True:
-            try:
-                if resource_version is None:
-                    resource_version = await self._list(kind)
-                resource_version = await self._watch(kind, resource_version)
-                delay = 0.2
-                continue
-            except ApiException as e:
-                if e.status == 410:  # history compacted: start over with a LIST
-                    resource_version = None
-                    continue
-                log.warning("watch %s failed (%s %s); retrying in %.1f s", kind, e.status, e.reason, delay)
-            except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as e:
-                log.warning("watch %s interrupted (%s); retrying in %.1f s", kind, e, delay)
-            await asyncio.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter, not crypto
-            delay = min(delay * 2, 10)
+        await keep_watching(kind, lambda: self._list(kind), lambda rv: self._watch(kind, rv))
 
 
 _shared: dict[tuple[int, str], JobCache] = {}

@@ -19,15 +19,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import aiohttp
 from kubernetes_asyncio.client import CoreV1Api
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from .records import NodeInfo, PodInfo, node_info, pod_info
+from .watch import keep_watching, raise_for_status, watch_events
 
 log = logging.getLogger("kubelab.spawner.cluster")
 
@@ -226,66 +224,19 @@ class ClusterCache:
             _preload_content=False,
             _request_timeout=self.watch_timeout + 30,
         )
-        await raise_for_status(resp)
-        try:
-            # split lines ourselves: aiohttp's line iterator refuses lines over 128 KiB, and one
-            # pod with a large annotation would otherwise stall the watch on the same event forever
-            buffer = b""
-            async for chunk in resp.content.iter_any():
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        resource_version = self._on_event(kind, json.loads(line), resource_version)
-        finally:
-            resp.release()
+        async for event in watch_events(resp):
+            resource_version = self._on_event(kind, event, resource_version)
         return resource_version
 
     def _on_event(self, kind: str, event: Mapping[str, Any], resource_version: str) -> str:
         obj = event.get("object") or {}
         etype = event.get("type")
-        if etype == "ERROR":
-            raise ApiException(status=obj.get("code", 500), reason=obj.get("message", "watch error"))
         if etype in ("ADDED", "MODIFIED", "DELETED"):
             self.apply(kind, etype, obj)
         return (obj.get("metadata") or {}).get("resourceVersion", resource_version)
 
     async def _run(self, kind: str) -> None:
-        resource_version: str | None = None
-        delay = 0.2
-        while True:
-            try:
-                if resource_version is None:
-                    resource_version = await self._list(kind)
-                resource_version = await self._watch(kind, resource_version)
-                delay = 0.2
-            except ApiException as e:
-                if e.status == 410:  # history compacted: start over with a LIST
-                    resource_version = None
-                    continue
-                log.warning("watch %s failed (%s %s); retrying in %.1f s", kind, e.status, e.reason, delay)
-            except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as e:
-                log.warning("watch %s interrupted (%s); retrying in %.1f s", kind, e, delay)
-            await asyncio.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter, not crypto
-            delay = min(delay * 2, 10)
-
-
-async def raise_for_status(resp: Any) -> Any:
-    """Return a raw (``_preload_content=False``) response, or raise :class:`ApiException` for non-2xx.
-
-    kubernetes_asyncio raises for status codes only when it preloads the body; a raw 403 or 410
-    would otherwise be read as an empty list, and the cache would look valid while it is not.
-    """
-    status = getattr(resp, "status", 200)
-    if 200 <= status <= 299:
-        return resp
-    try:
-        body = await resp.read()
-    finally:
-        resp.release()
-    err = ApiException(status=status, reason=getattr(resp, "reason", "") or "")
-    err.body = body.decode("utf-8", "replace")
-    raise err
+        await keep_watching(kind, lambda: self._list(kind), lambda rv: self._watch(kind, rv))
 
 
 _shared: dict[int, ClusterCache] = {}
