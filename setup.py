@@ -5,16 +5,23 @@ The repository keeps the design card's flat layout (``spawner/``, ``jobs/``, ...
 generic top-level name such as ``spawner`` lands in site-packages.
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 SUBPACKAGES = ["hub_config", "spawner", "widgets", "jobs", "devcluster"]
+# Nested packages (jobs/builders, jobs/backends) are found under each folder; their directories
+# follow from the parent's package_dir entry.
+PACKAGES = [
+    package
+    for name in SUBPACKAGES
+    for package in [f"kubelab.{name}", *(f"kubelab.{name}.{sub}" for sub in find_packages(name))]
+]
 
 setup(
     name="kubelab",
     version="0.1.0",
     description="JupyterHub extension platform for research groups sharing GPU nodes on Kubernetes",
     python_requires=">=3.11",
-    packages=[f"kubelab.{name}" for name in SUBPACKAGES],
+    packages=PACKAGES,
     package_dir={f"kubelab.{name}": name for name in SUBPACKAGES},
     package_data={
         "kubelab.hub_config": ["*.yaml", "*.json", "templates/*.html", "oidc/*.mjs", "oidc/*.json", "oidc/*.yaml", "oidc/*.sh"],
