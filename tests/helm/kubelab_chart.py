@@ -13,12 +13,13 @@ from typing import Any
 import helm_python as helm
 import yaml
 
+from tests.paths import CRDS, Z2JH_SCHEMA  # noqa: F401 - re-exported for the chart tests
+
 REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "helm" / "kubelab"
 FULL_VALUES = REPO / "helm" / "examples" / "full-values.yaml"
 Z2JH_VALUES = REPO / "helm" / "z2jh-values.yaml"
-Z2JH_SCHEMA = REPO.parent / "shared" / "schemas" / "z2jh-values.schema.yaml"
-CRD_DIR = REPO.parent / "shared" / "crds"
+CRD_DIR = CRDS
 RELEASE = "kubelab"
 NAMESPACE = "jhub"
 

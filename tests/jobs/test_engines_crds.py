@@ -20,8 +20,8 @@ from kubelab.hub_config.catalogue import HomeStorage
 from kubelab.jobs.builders import BuildContext, jobset, kubeflow, trainer
 from kubelab.jobs.spec import JobSpec
 from tests.jobs.helpers import catalogue
+from tests.paths import CRDS
 
-CRDS = Path("/work/shared/crds")
 KUBECTL = Path(sys.executable).parent / "kubectl"
 V1_CRDS = ["pytorchjobs", "tfjobs", "mpijobs"]
 
