@@ -111,6 +111,15 @@ def labels(user: str, name: str, rank: int | None = None, component: str | None 
     return out
 
 
+def apply_kueue(ctx: BuildContext, object_labels: dict[str, str], suspendable: dict[str, Any]) -> None:
+    """Hand the workload to Kueue when a queue is set: Kueue admits (unsuspends) only suspended
+    workloads that carry its queue label. ``suspendable`` is the dict holding the engine's
+    ``suspend`` field (a Job's spec, a JobSet's spec, a Kubeflow ``runPolicy``)."""
+    if ctx.queue:
+        object_labels[KUEUE_QUEUE_LABEL] = ctx.queue
+        suspendable["suspend"] = True
+
+
 def selector(user: str, name: str) -> str:
     """Label selector matching every object of ``user``'s job ``name``."""
     return ",".join(f"{k}={v}" for k, v in labels(user, name).items())

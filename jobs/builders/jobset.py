@@ -11,8 +11,8 @@ from typing import Any
 
 from kubelab.jobs.builders.common import (
     COMPONENT_RANK,
-    KUEUE_QUEUE_LABEL,
     BuildContext,
+    apply_kueue,
     container,
     contract_env,
     job_id,
@@ -65,9 +65,7 @@ def make_jobset(spec: JobSpec, ctx: BuildContext, files_configmap: str | None = 
             "template": {"metadata": {"labels": labels(ctx.user, spec.name)}, "spec": job_spec},
         }],
     }
-    if ctx.queue:
-        meta_labels[KUEUE_QUEUE_LABEL] = ctx.queue
-        body["suspend"] = True
+    apply_kueue(ctx, meta_labels, body)
     return {
         "apiVersion": API_VERSION,
         "kind": "JobSet",

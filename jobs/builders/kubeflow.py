@@ -13,8 +13,8 @@ from typing import Any
 
 from kubelab.jobs.builders.common import (
     COMPONENT_RANK,
-    KUEUE_QUEUE_LABEL,
     BuildContext,
+    apply_kueue,
     container,
     contract_env,
     job_id,
@@ -72,9 +72,7 @@ def make_training_job(spec: JobSpec, ctx: BuildContext, files_configmap: str | N
     if ctx.max_runtime_seconds:
         run_policy["activeDeadlineSeconds"] = ctx.max_runtime_seconds
     meta_labels = labels(ctx.user, spec.name)
-    if ctx.queue:
-        meta_labels[KUEUE_QUEUE_LABEL] = ctx.queue
-        run_policy["suspend"] = True
+    apply_kueue(ctx, meta_labels, run_policy)
 
     def env_for(first_rank: int, peers: list[str], world: int) -> list[dict[str, Any]]:
         return _rank_from_label(first_rank) + contract_env(spec, ctx, rank=None, peers=peers, world_size=world)

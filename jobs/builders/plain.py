@@ -14,9 +14,9 @@ from kubelab.hub_config.naming import LABEL_JOB, LABEL_USER, user_label
 from kubelab.jobs.builders.common import (
     COMPONENT_RANK,
     DEFAULT_PORTS,
-    KUEUE_QUEUE_LABEL,
     LABEL_COMPONENT,
     BuildContext,
+    apply_kueue,
     container,
     contract_env,
     job_id,
@@ -79,9 +79,7 @@ def make_rank_job(spec: JobSpec, ctx: BuildContext, rank: int, files_configmap: 
         job_spec["template"]["metadata"]["annotations"] = annotations
     if ctx.max_runtime_seconds:
         job_spec["activeDeadlineSeconds"] = ctx.max_runtime_seconds
-    if ctx.queue:
-        job_labels[KUEUE_QUEUE_LABEL] = ctx.queue
-        job_spec["suspend"] = True
+    apply_kueue(ctx, job_labels, job_spec)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -14,8 +14,8 @@ from kubelab.jobs.builders.common import (
     COMPONENT_RANK,
     CONTAINER_NAME,
     ENTRYPOINT,
-    KUEUE_QUEUE_LABEL,
     BuildContext,
+    apply_kueue,
     contract_env,
     job_id,
     labels,
@@ -76,9 +76,7 @@ def make_trainjob(spec: JobSpec, ctx: BuildContext, files_configmap: str | None 
     if ctx.max_runtime_seconds:
         body["activeDeadlineSeconds"] = ctx.max_runtime_seconds
     meta_labels = labels(ctx.user, spec.name)
-    if ctx.queue:
-        meta_labels[KUEUE_QUEUE_LABEL] = ctx.queue
-        body["suspend"] = True
+    apply_kueue(ctx, meta_labels, body)
     return {
         "apiVersion": API_VERSION,
         "kind": "TrainJob",
