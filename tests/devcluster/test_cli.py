@@ -30,7 +30,10 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 180, user: int | N
     base = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBELAB_STATE", "KUBELAB_CACHE")}
     argv = [CLI, *args]
     if user is not None:
-        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+        # The checkout may sit under a directory only root can enter (mktemp -d, /root): let the
+        # unprivileged uid read the code it runs without making it root in any other way.
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups",
+                "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", *argv]
     return subprocess.run(argv, capture_output=True, text=True, env={**base, **env}, timeout=timeout, check=False)
 
 

@@ -401,12 +401,24 @@ def test_a_create_refused_half_way_leaves_nothing_behind(
     """A ResourceQuota lets the first rank Job in and refuses the second (a real 403 from the API
     server): the service must delete what it created and answer 403 naming the cluster's reason."""
     core, batch = kubernetes.client.CoreV1Api(kube), kubernetes.client.BatchV1Api(kube)
-    existing = len(batch.list_namespaced_job(jobs_ns).items)
+    # Count first with room to spare, then leave room for exactly one more Job. Earlier tests' Jobs
+    # may still be going away; counting them would leave room for both ranks.
     core.create_namespaced_resource_quota(jobs_ns, {
-        "metadata": {"name": "one-more-job"}, "spec": {"hard": {"count/jobs.batch": str(existing + 1)}}})
+        "metadata": {"name": "one-more-job"}, "spec": {"hard": {"count/jobs.batch": "1000"}}})
     try:
-        wait_until(lambda: (core.read_namespaced_resource_quota("one-more-job", jobs_ns).status.used or {})
-                   .get("count/jobs.batch") is not None, 60, "the quota controller to count Jobs")
+        def settled_count() -> tuple[int] | None:
+            jobs = batch.list_namespaced_job(jobs_ns).items
+            used = (core.read_namespaced_resource_quota("one-more-job", jobs_ns).status.used or {}).get(
+                "count/jobs.batch")
+            if used is None or any(j.metadata.deletion_timestamp for j in jobs) or int(used) != len(jobs):
+                return None
+            return (len(jobs),)
+
+        (existing,) = wait_until(settled_count, 120, "Jobs of earlier tests to settle and be counted")
+        core.patch_namespaced_resource_quota("one-more-job", jobs_ns, {"spec": {"hard": {
+            "count/jobs.batch": str(existing + 1)}}}, _content_type="application/strategic-merge-patch+json")
+        wait_until(lambda: (core.read_namespaced_resource_quota("one-more-job", jobs_ns).status.hard or {})
+                   .get("count/jobs.batch") == str(existing + 1), 60, "the quota controller to apply the limit")
         baseline = all_kubelab_objects(kube, jobs_ns)
         r = api(hub, "POST", "jobs", tokens["alice"], json={
             "name": "halfway", "framework": "replicas", "script": "fail_rank.py", "workers": 2})
