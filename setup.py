@@ -7,7 +7,7 @@ generic top-level name such as ``spawner`` lands in site-packages.
 
 from setuptools import find_packages, setup
 
-SUBPACKAGES = ["hub_config", "spawner", "widgets", "jobs", "devcluster"]
+SUBPACKAGES = ["core", "hub_config", "spawner", "widgets", "jobs", "devcluster"]
 # Nested packages (jobs/builders, jobs/backends) are found under each folder; their directories
 # follow from the parent's package_dir entry.
 PACKAGES = [
@@ -24,6 +24,7 @@ setup(
     packages=PACKAGES,
     package_dir={f"kubelab.{name}": name for name in SUBPACKAGES},
     package_data={
+        "kubelab.core": ["*.yaml"],
         "kubelab.hub_config": ["*.yaml", "*.json", "templates/*.html", "oidc/*.mjs", "oidc/*.json", "oidc/*.yaml", "oidc/*.sh"],
         "kubelab.spawner": ["templates/*.html", "static/*"],
         "kubelab.devcluster": ["*.sh"],
@@ -68,7 +69,7 @@ setup(
     entry_points={
         "console_scripts": [
             "kubelab-devcluster = kubelab.devcluster.cli:main",
-            "kubelab-check-config = kubelab.hub_config.catalogue:main",
+            "kubelab-check-config = kubelab.core.catalogue:main",
         ],
     },
 )

@@ -35,7 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kubelab.hub_config.catalogue import parse_catalogue  # noqa: E402
+from kubelab.core.catalogue import parse_catalogue  # noqa: E402
 from tests.harness import HubProcess  # noqa: E402
 from tests.jobs.helpers import BASE  # noqa: E402
 
@@ -106,7 +106,7 @@ def main() -> int:
     (workdir / "catalogue.yaml").write_text(yaml.safe_dump(raw))
     config = f"""
 c.JupyterHub.authenticator_class = "dummy"
-from kubelab.hub_config.catalogue import load_catalogue
+from kubelab.core.catalogue import load_catalogue
 from kubelab.jobs.service import configure_hub
 configure_hub(c, load_catalogue({str(workdir / 'catalogue.yaml')!r}), simulate=True)
 """

@@ -5,7 +5,7 @@ Usage::
     .venv/bin/python benchmarks/bench_spawner.py            # both parts (needs the devcluster for part 2)
     .venv/bin/python benchmarks/bench_spawner.py --offline  # part 1 only
 
-Part 1 fills the real :class:`~kubelab.spawner.cluster.ClusterCache` with 200 nodes and 5,000 pods
+Part 1 fills the real :class:`~kubelab.core.cluster.ClusterCache` with 200 nodes and 5,000 pods
 (the JSON the API server would send) and times what the form does per page view: availability per
 GPU class, then the profile views and the HTML. Target: availability under 5 ms.
 
@@ -76,11 +76,11 @@ def synthetic_cluster(n_nodes: int = 200, n_pods: int = 5000) -> tuple[list[dict
 
 
 def bench_availability() -> None:
-    from kubelab.hub_config.catalogue import parse_catalogue
-    from kubelab.spawner.availability import gpu_availability
-    from kubelab.spawner.cluster import ClusterCache
+    from kubelab.core.availability import gpu_availability
+    from kubelab.core.catalogue import parse_catalogue
+    from kubelab.core.cluster import ClusterCache
+    from kubelab.core.quota import QuotaLedger
     from kubelab.spawner.form import profile_views, render_form
-    from kubelab.spawner.quota import QuotaLedger
 
     catalogue = parse_catalogue({
         "gpuClasses": {k: {"displayName": k.upper(), "nodeSelector": {"nvidia.com/gpu.product": v}} for k, v in GPU_PRODUCTS.items()},

@@ -27,7 +27,7 @@ from oauthenticator.github import GitHubOAuthenticator
 from traitlets import HasTraits, Unicode
 from traitlets.config import Config
 
-from kubelab.hub_config.catalogue import Catalogue
+from kubelab.core.catalogue import Catalogue
 
 log = logging.getLogger("JupyterHub")
 

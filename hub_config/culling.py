@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from kubelab.hub_config.catalogue import Catalogue
+from kubelab.core.catalogue import Catalogue
 
 #: The service's name in JupyterHub (and in its role).
 CULLER_SERVICE = "idle-culler"

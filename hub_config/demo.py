@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from kubelab.hub_config.catalogue import EXAMPLE_PATH
+from kubelab.core.catalogue import EXAMPLE_PATH
 from kubelab.hub_config.provider import (
     DEFAULT_USERS_FILE,
     OidcProvider,

@@ -6,7 +6,7 @@ The hub starts the culler with this file and ``KUBELAB_CONFIG`` in its environme
 
 import os
 
-from kubelab.hub_config.catalogue import EXAMPLE_PATH, load_catalogue
+from kubelab.core.catalogue import EXAMPLE_PATH, load_catalogue
 from kubelab.hub_config.culling import make_cull_arbiter
 
 c = get_config()  # noqa: F821 (injected by traitlets when it loads this file)

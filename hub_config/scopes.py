@@ -14,7 +14,7 @@ from typing import Any
 
 from traitlets.config import Config
 
-from kubelab.hub_config.catalogue import Catalogue
+from kubelab.core.catalogue import Catalogue
 
 log = logging.getLogger("JupyterHub")
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from traitlets.config import Config
 from traitlets.config.loader import LazyConfigValue
 
+from kubelab.core.catalogue import EXAMPLE_PATH, Catalogue, CatalogueError, load_catalogue
 from kubelab.hub_config import logredact
 from kubelab.hub_config.auth import HubConfigError, configure_auth
-from kubelab.hub_config.catalogue import EXAMPLE_PATH, Catalogue, CatalogueError, load_catalogue
 from kubelab.hub_config.culling import idle_culler_service
 from kubelab.hub_config.scopes import configure_jobs
 

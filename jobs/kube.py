@@ -25,8 +25,8 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubelab.hub_config.naming import LABEL_JOB, LABEL_USER, MANAGED_BY, MANAGED_BY_VALUE
-from kubelab.spawner.watch import keep_watching, raise_for_status, watch_events
+from kubelab.core.naming import LABEL_JOB, LABEL_USER, MANAGED_BY, MANAGED_BY_VALUE
+from kubelab.core.watch import keep_watching, raise_for_status, watch_events
 
 log = logging.getLogger("kubelab.jobs.kube")
 T = TypeVar("T")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from kubelab.hub_config.catalogue import Catalogue, GpuClass, Image
+from kubelab.core.catalogue import Catalogue, GpuClass, Image
 from kubelab.jobs.spec import JobSpec, JobSpecError
 
 

@@ -30,15 +30,15 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 from traitlets.config import Config
 
-from kubelab.hub_config.catalogue import Catalogue
-from kubelab.hub_config.naming import LABEL_JOB, LABEL_USER, home_claim_name, user_label
+from kubelab.core.availability import gpu_availability
+from kubelab.core.catalogue import Catalogue
+from kubelab.core.naming import LABEL_JOB, LABEL_USER, home_claim_name, user_label
 from kubelab.jobs import builders, policy
 from kubelab.jobs.builders.common import FILES_HOME, BuildContext, files_mode, job_id
 from kubelab.jobs.engines import Engines, discover
 from kubelab.jobs.kube import AlreadyExists, JobCache, JobsApi, shared_job_cache
 from kubelab.jobs.spec import JobSpec, JobSpecError, JobStatus
 from kubelab.jobs.status import STATUS_KEY, build_status, failure_time, final_record, latest, pod_rank
-from kubelab.spawner.availability import gpu_availability
 
 log = logging.getLogger("kubelab.jobs.service")
 
@@ -104,8 +104,8 @@ class JobsService:
                 return
             from kubespawner.clients import load_config, shared_client
 
-            from kubelab.spawner.cluster import shared_cache
-            from kubelab.spawner.quota import shared_ledger
+            from kubelab.core.cluster import shared_cache
+            from kubelab.core.quota import shared_ledger
 
             load_config()
             api_client = shared_client("CoreV1Api").api_client
@@ -201,7 +201,7 @@ class JobsService:
             JobExists: 409.
             RuntimeError: The cluster failed (nothing is left behind).
         """
-        from kubelab.spawner.quota import QuotaExceeded
+        from kubelab.core.quota import QuotaExceeded
 
         assert self.api is not None and self.cache is not None
         groups = tuple(groups)

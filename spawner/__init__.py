@@ -1,29 +1,19 @@
 """kubelab.spawner: ``LabSpawner`` and the pure pieces it is built from.
 
-Public API: :class:`LabSpawner`, :func:`configure_hub`, :class:`QuotaLedger` / :func:`shared_ledger`,
-:class:`ClusterCache` / :func:`shared_cache`, :func:`gpu_availability`, :func:`validate_user_options`.
+Public API: :class:`LabSpawner`, :func:`configure_hub`, :func:`validate_user_options`.
+The shared hub state it reads (cluster cache, quota ledger, availability) lives in
+:mod:`kubelab.core`.
 """
 
-from .availability import ClassAvailability, gpu_availability
-from .cluster import ClusterCache, shared_cache
 from .configure import configure_hub, load_catalogue_or_exit
 from .options import OptionsError, Selection, validate_user_options
-from .quota import QuotaExceeded, QuotaLedger, Reservation, shared_ledger
 
 __all__ = [
-    "ClassAvailability",
-    "ClusterCache",
     "LabSpawner",
     "OptionsError",
-    "QuotaExceeded",
-    "QuotaLedger",
-    "Reservation",
     "Selection",
     "configure_hub",
     "load_catalogue_or_exit",
-    "gpu_availability",
-    "shared_cache",
-    "shared_ledger",
     "validate_user_options",
 ]
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kubelab.hub_config.catalogue import Catalogue, CatalogueError, load_catalogue
+from kubelab.core.catalogue import Catalogue, CatalogueError, load_catalogue
 
 from .handlers import availability_handlers
 
@@ -19,7 +19,7 @@ def configure_hub(c: Any, catalogue: Catalogue) -> None:
     ``defaults.maxNamedServers`` (0 turns them off), and a start timeout that leaves room for image pulls.
     Call it after loading the catalogue, so a bad catalogue stops the hub before anything starts::
 
-        from kubelab.hub_config.catalogue import load_catalogue
+        from kubelab.core.catalogue import load_catalogue
         from kubelab.spawner import configure_hub
         configure_hub(c, load_catalogue(os.environ["KUBELAB_CONFIG"]))
 

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from html import escape
 from typing import Any
 
-from kubelab.hub_config.catalogue import Catalogue, Profile
+from kubelab.core.availability import ClassAvailability, unfit_reason
+from kubelab.core.catalogue import Catalogue, Profile
 
-from .availability import ClassAvailability, unfit_reason
 from .objects import quantity_bytes
 from .options import FORM_SEPARATOR
 
@@ -86,7 +86,7 @@ def profile_views(
     Args:
         profiles: Profiles the user may use.
         catalogue: The catalogue (images, GPU classes).
-        availability: :func:`~kubelab.spawner.availability.gpu_availability` output.
+        availability: :func:`~kubelab.core.availability.gpu_availability` output.
         gpus_remaining: GPUs the user's quota still allows (None: unlimited).
     """
     views = []

@@ -17,13 +17,13 @@ from typing import Any
 from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 
-from kubelab.hub_config.catalogue import Catalogue
+from kubelab.core.availability import gpu_availability
+from kubelab.core.catalogue import Catalogue
+from kubelab.core.cluster import shared_cache
+from kubelab.core.quota import shared_ledger
 
-from .availability import gpu_availability
-from .cluster import shared_cache
 from .form import profile_views
 from .options import offered_profiles
-from .quota import shared_ledger
 
 AVAILABILITY_PATH = r"/api/kubelab/availability"
 SUMMARY_PATH = r"/api/kubelab/availability/summary"

@@ -6,7 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .availability import ClassAvailability
+from kubelab.core.availability import ClassAvailability
+
 from .options import Selection
 
 _INSUFFICIENT = re.compile(r"Insufficient ([\w-]+(?:[./][\w-]+)*)")

@@ -12,8 +12,8 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kubelab.hub_config.catalogue import Catalogue
-from kubelab.hub_config.naming import (
+from kubelab.core.catalogue import Catalogue
+from kubelab.core.naming import (
     ANNOTATION_USER,
     LABEL_PROFILE,
     LABEL_SERVER,
@@ -24,9 +24,9 @@ from kubelab.hub_config.naming import (
     safe_name,
     user_label,
 )
+from kubelab.core.records import ANNOTATION_GROUPS, ANNOTATION_SERVER_NAME
 
 from .options import Selection
-from .records import ANNOTATION_GROUPS, ANNOTATION_SERVER_NAME
 
 #: Spawner traits that :func:`spawn_settings` owns; the spawner snapshots them at start-up as the base.
 MANAGED_TRAITS: tuple[str, ...] = (

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kubelab.hub_config.catalogue import Catalogue, GpuClass, Image, Profile
+from kubelab.core.catalogue import Catalogue, GpuClass, Image, Profile
 
 #: Keys ``user_options`` may hold.
 ALLOWED_KEYS: tuple[str, ...] = ("gpus", "image", "profile")

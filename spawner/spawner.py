@@ -25,8 +25,10 @@ from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Bool, Instance, Integer, Unicode, default
 
-from kubelab.hub_config.catalogue import Catalogue, load_catalogue
-from kubelab.hub_config.naming import (
+from kubelab.core.availability import ClassAvailability, gpu_availability
+from kubelab.core.catalogue import Catalogue, load_catalogue
+from kubelab.core.cluster import ClusterCache, ManagedPodsView, shared_cache
+from kubelab.core.naming import (
     LABEL_SERVER,
     LABEL_USER,
     MANAGED_BY,
@@ -34,15 +36,13 @@ from kubelab.hub_config.naming import (
     home_claim_name,
     user_label,
 )
+from kubelab.core.quota import QuotaExceeded, QuotaLedger, shared_ledger
+from kubelab.core.records import PodInfo
 
-from .availability import ClassAvailability, gpu_availability
-from .cluster import ClusterCache, ManagedPodsView, shared_cache
 from .form import profile_views, render_form
 from .messages import event_message, is_hopeless, quota_refusal_message, unschedulable_message
 from .objects import MANAGED_TRAITS, server_label, spawn_settings
 from .options import OptionsError, Selection, offered_profiles, options_from_form, validate_user_options
-from .quota import QuotaExceeded, QuotaLedger, shared_ledger
-from .records import PodInfo
 
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
@@ -77,7 +77,7 @@ class LabSpawner(KubeSpawner):
         Catalogue,
         allow_none=True,
         config=True,
-        help="""The loaded platform catalogue (:class:`kubelab.hub_config.catalogue.Catalogue`).
+        help="""The loaded platform catalogue (:class:`kubelab.core.catalogue.Catalogue`).
 
         Default: None, in which case ``catalogue_path`` is loaded. ``configure_hub`` sets it.
         Example: ``c.LabSpawner.catalogue = load_catalogue("/etc/kubelab/catalogue.yaml")``.
@@ -192,7 +192,7 @@ class LabSpawner(KubeSpawner):
     def get_catalogue(self) -> Catalogue:
         """The catalogue: ``catalogue``, else loaded from ``catalogue_path`` / ``$KUBELAB_CONFIG`` / the example."""
         if self.catalogue is None:
-            from kubelab.hub_config.catalogue import EXAMPLE_PATH
+            from kubelab.core.catalogue import EXAMPLE_PATH
 
             self.catalogue = load_catalogue(self.catalogue_path or os.environ.get("KUBELAB_CONFIG") or EXAMPLE_PATH)
         return self.catalogue

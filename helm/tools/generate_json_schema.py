@@ -4,7 +4,7 @@
 The YAML is the single source (z2jh does the same with ``tools/generate-json-schema.py``):
 it is commented and readable, while Helm only reads JSON. On top of a plain conversion this
 inlines every ``$ref`` that points at a file, so that the platform catalogue's schema
-(``hub_config/catalogue.schema.yaml``) is not copied by hand into the chart, and the chart
+(``core/catalogue.schema.yaml``) is not copied by hand into the chart, and the chart
 cannot drift from what the hub itself accepts.
 
 Inlining rules (kept draft-07 so Helm 3 and Helm 4 both read the result):

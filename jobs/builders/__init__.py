@@ -19,7 +19,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from kubelab.hub_config.naming import ANNOTATION_USER
+from kubelab.core.naming import ANNOTATION_USER
 from kubelab.jobs.builders import jobset, kubeflow, plain, trainer
 from kubelab.jobs.builders.common import (
     ANNOTATION_ENGINE,

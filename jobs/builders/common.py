@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubelab.hub_config.catalogue import GpuClass, HomeStorage, SharedStorage
-from kubelab.hub_config.naming import (
+from kubelab.core.catalogue import GpuClass, HomeStorage, SharedStorage
+from kubelab.core.naming import (
     LABEL_JOB,
     LABEL_RANK,
     LABEL_USER,
@@ -36,7 +36,7 @@ ANNOTATION_USERNAME = "kubelab.io/username"
 ANNOTATION_ENGINE = "kubelab.io/engine"
 ANNOTATION_FILES = "kubelab.io/files"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-# Same key as kubelab.spawner.records.ANNOTATION_GROUPS; the quota ledger counts group usage by it.
+# Same key as kubelab.core.records.ANNOTATION_GROUPS; the quota ledger counts group usage by it.
 ANNOTATION_GROUPS = "kubelab.io/groups"
 
 CONTAINER_NAME = "trainer"

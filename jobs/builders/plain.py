@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubelab.hub_config.naming import LABEL_JOB, LABEL_USER, user_label
+from kubelab.core.naming import LABEL_JOB, LABEL_USER, user_label
 from kubelab.jobs.builders.common import (
     COMPONENT_RANK,
     DEFAULT_PORTS,

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from kubelab_chart import CHART_DIR, FULL_VALUES, Manifest, by_kind, crd_schema, load_values, one, render
 
-from kubelab.hub_config.catalogue import parse_catalogue
+from kubelab.core.catalogue import parse_catalogue
 
 KUBE_VERSIONS = ["1.28", "1.32"]
 KUEUE_CRDS = {

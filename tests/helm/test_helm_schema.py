@@ -1,7 +1,7 @@
 """values.schema.yaml is the single source of the chart's values schema, and bad values fail with their path.
 
 Three drift checks, as z2jh does it: the committed values.schema.json equals what the generator
-makes now (which also catches a change to hub_config/catalogue.schema.yaml that the chart has
+makes now (which also catches a change to core/catalogue.schema.yaml that the chart has
 not picked up); values.yaml validates; and values.yaml and the schema name the same keys.
 """
 
@@ -85,9 +85,9 @@ def test_drift_check_detects_a_stale_json(tmp_path: Path) -> None:
     assert _generator().main(["--check", "--chart", str(chart)]) == 1
 
 
-def test_catalogue_schema_is_inlined_from_hub_config() -> None:
+def test_catalogue_schema_is_inlined_from_core() -> None:
     """The chart checks the catalogue with the hub's own schema, not a copy that can drift."""
-    hub = yaml.safe_load((REPO / "hub_config" / "catalogue.schema.yaml").read_text())
+    hub = yaml.safe_load((REPO / "core" / "catalogue.schema.yaml").read_text())
     inlined = _schema()["properties"]["catalogue"]
     assert set(inlined["properties"]) == set(hub["properties"])
     assert inlined["required"] == hub["required"]

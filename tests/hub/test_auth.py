@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from traitlets.config import Config
 
+from kubelab.core.catalogue import EXAMPLE_PATH, load_catalogue
 from kubelab.hub_config import auth
-from kubelab.hub_config.catalogue import EXAMPLE_PATH, load_catalogue
 
 CATALOGUE = load_catalogue(EXAMPLE_PATH)
 SECRET = "not-a-real-secret-4711"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from kubelab.core.catalogue import EXAMPLE_PATH, load_catalogue, parse_catalogue
 from kubelab.hub_config import culling
-from kubelab.hub_config.catalogue import EXAMPLE_PATH, load_catalogue, parse_catalogue
 
 CATALOGUE = load_catalogue(EXAMPLE_PATH)  # a100: 1800 s; others: the default 3600 s
 

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from kubernetes.client.rest import ApiException
 
-from kubelab.hub_config.catalogue import EXAMPLE_PATH
-from kubelab.hub_config.naming import home_claim_name
+from kubelab.core.catalogue import EXAMPLE_PATH
+from kubelab.core.naming import home_claim_name
 from tests.hub.platform import Platform, delete_namespace, start_platform
 
 pytestmark = pytest.mark.integration

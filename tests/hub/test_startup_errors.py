@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kubelab.hub_config.catalogue import EXAMPLE_PATH
+from kubelab.core.catalogue import EXAMPLE_PATH
 from kubelab.hub_config.provider import OidcProvider
 from tests.hub.hubtools import run_hub_until_exit
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from traitlets.config import Config
 
+from kubelab.core.catalogue import EXAMPLE_PATH, load_catalogue, parse_catalogue
 from kubelab.hub_config import scopes, wiring
-from kubelab.hub_config.catalogue import EXAMPLE_PATH, load_catalogue, parse_catalogue
 
 CATALOGUE = load_catalogue(EXAMPLE_PATH)
 EXAMPLE = yaml.safe_load(EXAMPLE_PATH.read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kubelab.hub_config.catalogue import Catalogue, parse_catalogue
+from kubelab.core.catalogue import Catalogue, parse_catalogue
 
 BASE: dict[str, Any] = {
     "gpuClasses": {

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubelab.hub_config.catalogue import HomeStorage, SharedStorage
+from kubelab.core.catalogue import HomeStorage, SharedStorage
 from kubelab.jobs import builders
 from kubelab.jobs.builders import BuildContext, job_id, make_children, make_parent
 from kubelab.jobs.builders.common import check_files

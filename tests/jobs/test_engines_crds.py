@@ -16,7 +16,7 @@ import pytest
 import yaml
 from kubernetes.client.rest import ApiException
 
-from kubelab.hub_config.catalogue import HomeStorage
+from kubelab.core.catalogue import HomeStorage
 from kubelab.jobs.builders import BuildContext, jobset, kubeflow, trainer
 from kubelab.jobs.spec import JobSpec
 from tests.jobs.helpers import catalogue

@@ -9,7 +9,7 @@ import kubernetes
 import pytest
 from kubernetes_asyncio import config as aconfig
 
-from kubelab.hub_config.naming import LABEL_JOB, LABEL_USER, MANAGED_BY, MANAGED_BY_VALUE
+from kubelab.core.naming import LABEL_JOB, LABEL_USER, MANAGED_BY, MANAGED_BY_VALUE
 from kubelab.jobs.kube import JobCache
 
 pytestmark = pytest.mark.integration

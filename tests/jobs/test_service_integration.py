@@ -81,7 +81,7 @@ def hub(cluster: Any, jobs_ns: str, tmp_path_factory: pytest.TempPathFactory) ->
     config = f"""
 c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.admin_users = {{"admin"}}
-from kubelab.hub_config.catalogue import load_catalogue
+from kubelab.core.catalogue import load_catalogue
 from kubelab.jobs.service import configure_hub
 configure_hub(c, load_catalogue({str(path)!r}), rendezvous_timeout=120)
 """

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubelab.hub_config.catalogue import HomeStorage
+from kubelab.core.catalogue import HomeStorage
 from kubelab.jobs.builders import BuildContext, job_id, make_parent
 from kubelab.jobs.spec import JobSpec, RankStatus
 from kubelab.jobs.status import build_status, job_phase, pod_rank

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kubelab.hub_config.catalogue import Catalogue, parse_catalogue
+from kubelab.core.catalogue import Catalogue, parse_catalogue
 
 # tests/harness.py is shared by several test folders; make `import harness` work from here
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

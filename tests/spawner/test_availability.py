@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from kube_objects import A100, node, pod
 
-from kubelab.spawner.availability import gpu_availability, unfit_reason
-from kubelab.spawner.records import node_info, pod_info
+from kubelab.core.availability import gpu_availability, unfit_reason
+from kubelab.core.records import node_info, pod_info
 
 NODES = [node("cpu-1"), node("a-1", gpus=4, product=A100), node("a-2", gpus=4, product=A100), node("v-1", gpus=2, product="Tesla-V100")]
 

@@ -8,10 +8,10 @@ from kubernetes_asyncio import client as aclient
 from kubernetes_asyncio import config as aconfig
 from labhub import uname
 
-from kubelab.hub_config.catalogue import parse_catalogue
-from kubelab.hub_config.naming import SIMULATE_ANNOTATION
-from kubelab.spawner.availability import gpu_availability
-from kubelab.spawner.cluster import ClusterCache
+from kubelab.core.availability import gpu_availability
+from kubelab.core.catalogue import parse_catalogue
+from kubelab.core.cluster import ClusterCache
+from kubelab.core.naming import SIMULATE_ANNOTATION
 
 pytestmark = pytest.mark.integration
 USER = uname("cachetest")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from kube_objects import A100, node, pod
 
-from kubelab.spawner.availability import gpu_availability
+from kubelab.core.availability import gpu_availability
+from kubelab.core.records import node_info, pod_info
 from kubelab.spawner.form import profile_views, render_form
-from kubelab.spawner.records import node_info, pod_info
 
 
 def views_for(catalogue, groups, used_gpus=0, remaining=None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kube_objects import pod
 
-from kubelab.spawner.records import pod_info
+from kubelab.core.records import pod_info
 from kubelab.spawner.spawner import home_blockers
 
 CASES = [

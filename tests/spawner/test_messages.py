@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubelab.spawner.availability import ClassAvailability
+from kubelab.core.availability import ClassAvailability
 from kubelab.spawner.messages import event_message, is_hopeless, quota_refusal_message, unschedulable_message
 from kubelab.spawner.options import validate_user_options
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from kube_objects import pod
 
-from kubelab.spawner.cluster import ClusterCache
-from kubelab.spawner.quota import QuotaExceeded, QuotaLedger
+from kubelab.core.cluster import ClusterCache
+from kubelab.core.quota import QuotaExceeded, QuotaLedger
 
 SERVER = {"kubelab.io/user": "alice", "kubelab.io/server": "new"}
 

@@ -407,7 +407,7 @@ def load_catalogue(path: str | Path) -> Catalogue:
 
 def schema_docs() -> str:
     """Render the schema as a Markdown reference (``docs/catalogue.md``)."""
-    lines = ["# Catalogue reference", "", "Generated from `hub_config/catalogue.schema.yaml`; do not edit.", ""]
+    lines = ["# Catalogue reference", "", "Generated from `core/catalogue.schema.yaml`; do not edit.", ""]
 
     def walk(node: Mapping[str, Any], path: str) -> None:
         if "$ref" in node:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubelab.hub_config.naming import LABEL_JOB, LABEL_SERVER, LABEL_USER, MANAGED_BY, MANAGED_BY_VALUE
+from kubelab.core.naming import LABEL_JOB, LABEL_SERVER, LABEL_USER, MANAGED_BY, MANAGED_BY_VALUE
 
 #: Annotation listing the groups a pod's owner belonged to at launch (comma separated).
 #: Group quotas are counted over it, so they survive a hub restart without a user→groups lookup.

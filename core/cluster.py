@@ -6,7 +6,7 @@ WATCHed from that resourceVersion (with bookmarks); a watch that ends is resumed
 resourceVersion, and only a 410 Gone (history compacted) causes a new LIST, the way client-go's
 informers work.
 
-Pods are stored as compact :class:`~kubelab.spawner.records.PodInfo` records; the full JSON is
+Pods are stored as compact :class:`~kubelab.core.records.PodInfo` records; the full JSON is
 kept only for pods labelled ``app.kubernetes.io/managed-by=kubelab`` (the spawner needs their
 status). :meth:`ClusterCache.managed_pods` exposes those in the shape KubeSpawner's pod reflector
 has, so KubeSpawner's own ``poll``/``stop``/``_start`` read this cache too.
@@ -27,7 +27,7 @@ from kubernetes_asyncio.client import CoreV1Api
 from .records import NodeInfo, PodInfo, node_info, pod_info
 from .watch import keep_watching, raise_for_status, watch_events
 
-log = logging.getLogger("kubelab.spawner.cluster")
+log = logging.getLogger("kubelab.core.cluster")
 
 
 class ManagedPodsView(Mapping[str, dict[str, Any]]):

@@ -20,7 +20,7 @@ A refusal raises :class:`QuotaExceeded` with a message such as
 
 Group limits (``quotas.groups``) count every pod whose ``kubelab.io/groups`` annotation names the
 group: the groups its owner had at launch. Pods that kubelab creates must carry that annotation
-(see :data:`kubelab.spawner.records.ANNOTATION_GROUPS`) for group quotas to see them.
+(see :data:`kubelab.core.records.ANNOTATION_GROUPS`) for group quotas to see them.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from kubelab.hub_config.catalogue import Catalogue, Limits
-from kubelab.hub_config.naming import LABEL_SERVER, user_label
+from kubelab.core.catalogue import Catalogue, Limits
+from kubelab.core.naming import LABEL_SERVER, user_label
 
 from .cluster import ClusterCache
 from .records import PodInfo

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from kubelab.hub_config.catalogue import GpuClass
+from kubelab.core.catalogue import GpuClass
 
 from .records import NodeInfo, PodInfo
 
