@@ -18,6 +18,25 @@ LABEL_SERVER = "kubelab.io/server"
 LABEL_JOB = "kubelab.io/job"
 LABEL_RANK = "kubelab.io/rank"
 ANNOTATION_USER = "kubelab.io/username"
+#: Which kind of kubelab object this is (a job's parent record, its files, a rank).
+LABEL_COMPONENT = "kubelab.io/component"
+COMPONENT_PARENT = "job"
+COMPONENT_FILES = "job-files"
+COMPONENT_RANK = "rank"
+#: The groups a pod's owner belonged to at launch (comma separated). Group quotas are counted
+#: over it, so they survive a hub restart without a user→groups lookup.
+ANNOTATION_GROUPS = "kubelab.io/groups"
+#: The JupyterHub server name (labels cannot hold every server name).
+ANNOTATION_SERVER_NAME = "kubelab.io/servername"
+#: The engine that runs a job (plain, jobset, kubeflow-v1, trainer-v2), on its parent.
+ANNOTATION_ENGINE = "kubelab.io/engine"
+#: How a job's pods see the user's files (home, shared, configmap), on its parent.
+ANNOTATION_FILES = "kubelab.io/files"
+#: Kueue's queue label (Kueue owns the key; kubelab sets it on every job it hands to Kueue).
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+#: The node label the scheduler and the home pinning use to name a node.
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+#: Marks pods the devcluster's process node reports Running without running them (benchmarks).
 SIMULATE_ANNOTATION = "kubelab.io/simulate"
 
 _LABEL_OK = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")

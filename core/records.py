@@ -11,13 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubelab.core.naming import LABEL_JOB, LABEL_SERVER, LABEL_USER, MANAGED_BY, MANAGED_BY_VALUE
-
-#: Annotation listing the groups a pod's owner belonged to at launch (comma separated).
-#: Group quotas are counted over it, so they survive a hub restart without a user→groups lookup.
-ANNOTATION_GROUPS = "kubelab.io/groups"
-#: Annotation holding the JupyterHub server name (labels cannot hold every server name).
-ANNOTATION_SERVER_NAME = "kubelab.io/servername"
+from kubelab.core.naming import (
+    ANNOTATION_GROUPS,
+    ANNOTATION_SERVER_NAME,
+    LABEL_JOB,
+    LABEL_SERVER,
+    LABEL_USER,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+)
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 

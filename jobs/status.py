@@ -10,8 +10,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kubelab.core.naming import ANNOTATION_USER, LABEL_RANK
-from kubelab.jobs.builders.common import ANNOTATION_ENGINE, ANNOTATION_FILES, job_id
+from kubelab.core.naming import ANNOTATION_ENGINE, ANNOTATION_FILES, ANNOTATION_USER, LABEL_RANK
+from kubelab.jobs.builders.common import job_id
 from kubelab.jobs.builders.jobset import COMPLETION_INDEX
 from kubelab.jobs.builders.kubeflow import REPLICA_INDEX_LABEL
 from kubelab.jobs.spec import JobStatus, RankStatus

@@ -14,6 +14,8 @@ from typing import Any
 
 from kubelab.core.catalogue import Catalogue
 from kubelab.core.naming import (
+    ANNOTATION_GROUPS,
+    ANNOTATION_SERVER_NAME,
     ANNOTATION_USER,
     LABEL_PROFILE,
     LABEL_SERVER,
@@ -24,7 +26,6 @@ from kubelab.core.naming import (
     safe_name,
     user_label,
 )
-from kubelab.core.records import ANNOTATION_GROUPS, ANNOTATION_SERVER_NAME
 
 from .options import Selection
 

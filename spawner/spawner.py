@@ -29,6 +29,7 @@ from kubelab.core.availability import ClassAvailability, gpu_availability
 from kubelab.core.catalogue import Catalogue, load_catalogue
 from kubelab.core.cluster import ClusterCache, ManagedPodsView, shared_cache
 from kubelab.core.naming import (
+    HOSTNAME_LABEL,
     LABEL_SERVER,
     LABEL_USER,
     MANAGED_BY,
@@ -43,8 +44,6 @@ from .form import profile_views, render_form
 from .messages import event_message, is_hopeless, quota_refusal_message, unschedulable_message
 from .objects import MANAGED_TRAITS, server_label, spawn_settings
 from .options import OptionsError, Selection, offered_profiles, options_from_form, validate_user_options
-
-HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
 class _CacheReflector:

@@ -19,13 +19,9 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from kubelab.core.naming import ANNOTATION_USER
+from kubelab.core.naming import ANNOTATION_ENGINE, ANNOTATION_FILES, ANNOTATION_USER, COMPONENT_FILES, COMPONENT_PARENT
 from kubelab.jobs.builders import jobset, kubeflow, plain, trainer
 from kubelab.jobs.builders.common import (
-    ANNOTATION_ENGINE,
-    ANNOTATION_FILES,
-    COMPONENT_FILES,
-    COMPONENT_PARENT,
     FILES_CONFIGMAP,
     BuildContext,
     check_files,

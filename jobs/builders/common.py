@@ -16,6 +16,9 @@ from typing import Any
 
 from kubelab.core.catalogue import GpuClass, HomeStorage, SharedStorage
 from kubelab.core.naming import (
+    ANNOTATION_GROUPS,
+    KUEUE_QUEUE_LABEL,
+    LABEL_COMPONENT,
     LABEL_JOB,
     LABEL_RANK,
     LABEL_USER,
@@ -26,18 +29,6 @@ from kubelab.core.naming import (
     user_label,
 )
 from kubelab.jobs.spec import JobSpec, JobSpecError
-
-# Labels only the jobs service uses: which object is the job's parent (the record of the job).
-LABEL_COMPONENT = "kubelab.io/component"
-COMPONENT_PARENT = "job"
-COMPONENT_FILES = "job-files"
-COMPONENT_RANK = "rank"
-ANNOTATION_USERNAME = "kubelab.io/username"
-ANNOTATION_ENGINE = "kubelab.io/engine"
-ANNOTATION_FILES = "kubelab.io/files"
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-# Same key as kubelab.core.records.ANNOTATION_GROUPS; the quota ledger counts group usage by it.
-ANNOTATION_GROUPS = "kubelab.io/groups"
 
 CONTAINER_NAME = "trainer"
 ENTRYPOINT = ["python", "-m", "kubelab.jobs.entrypoint"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubelab.core.naming import COMPONENT_RANK
 from kubelab.jobs.builders.common import (
-    COMPONENT_RANK,
     BuildContext,
     apply_kueue,
     container,

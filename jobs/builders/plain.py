@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubelab.core.naming import LABEL_JOB, LABEL_USER, user_label
+from kubelab.core.naming import COMPONENT_RANK, LABEL_COMPONENT, LABEL_JOB, LABEL_USER, user_label
 from kubelab.jobs.builders.common import (
-    COMPONENT_RANK,
     DEFAULT_PORTS,
-    LABEL_COMPONENT,
     BuildContext,
     apply_kueue,
     container,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubelab.core.naming import COMPONENT_RANK
 from kubelab.jobs.builders.common import (
-    COMPONENT_RANK,
     CONTAINER_NAME,
     ENTRYPOINT,
     BuildContext,

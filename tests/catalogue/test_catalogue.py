@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kubelab.core.naming import home_claim_name, safe_name
 from kubelab.core import catalogue as cat
+from kubelab.core.naming import home_claim_name, safe_name
 
 EXAMPLE = yaml.safe_load(cat.EXAMPLE_PATH.read_text())
 

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubelab.core.naming import LABEL_JOB, LABEL_SERVER, LABEL_USER, MANAGED_BY, MANAGED_BY_VALUE
-from kubelab.core.records import ANNOTATION_GROUPS, ANNOTATION_SERVER_NAME
+from kubelab.core.naming import (
+    ANNOTATION_GROUPS,
+    ANNOTATION_SERVER_NAME,
+    LABEL_JOB,
+    LABEL_SERVER,
+    LABEL_USER,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+)
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 
