@@ -1,15 +1,17 @@
-"""Where the tests find the repository and the upstream data beside it.
+"""Where the tests find the repository and the upstream test data inside it.
 
-The upstream CRDs and the z2jh values schema live in ``shared/`` beside the checkout (CI clones
-main with ``shared/`` next to it); ``KUBELAB_SHARED`` points elsewhere when it is not there.
+The upstream CRDs, the Trainer v2 runtimes and the z2jh values schema are copied into
+``tests/data`` (provenance and sha256 in ``tests/data/README.md``), so a clone of the repository
+alone has everything its tests read; no test reads anything beside the checkout.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("KUBELAB_SHARED") or REPO.parent / "shared")
-CRDS = SHARED / "crds"
-Z2JH_SCHEMA = SHARED / "schemas" / "z2jh-values.schema.yaml"
+DATA = REPO / "tests" / "data"
+CRDS = DATA / "crds"
+RUNTIMES = CRDS / "kubeflow-trainer-v2" / "runtimes"
+Z2JH_SCHEMA = DATA / "schemas" / "z2jh-values.schema.yaml"
+PROVENANCE = DATA / "README.md"

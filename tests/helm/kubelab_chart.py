@@ -13,7 +13,7 @@ from typing import Any
 import helm_python as helm
 import yaml
 
-from tests.paths import CRDS, Z2JH_SCHEMA  # noqa: F401 - re-exported for the chart tests
+from tests.paths import CRDS, PROVENANCE, Z2JH_SCHEMA  # noqa: F401 - re-exported for the chart tests
 
 REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "helm" / "kubelab"
@@ -87,7 +87,7 @@ def one(objects: Iterable[Manifest], kind: str, name: str, namespace: str | None
 
 
 def crd_schema(group_file: str, version: str) -> dict[str, Any]:
-    """The ``openAPIV3Schema`` of one served version of an upstream CRD in ``../shared/crds``.
+    """The ``openAPIV3Schema`` of one served version of an upstream CRD in ``tests/data/crds``.
 
     Args:
         group_file: Path below the CRD folder, e.g. ``kueue/kueue.x-k8s.io_clusterqueues.yaml``.

@@ -30,7 +30,7 @@ import jsonschema
 import kubernetes
 import pytest
 import yaml
-from kubelab_chart import CHART_DIR, CRD_DIR, REPO, Z2JH_SCHEMA, load_values, render
+from kubelab_chart import CHART_DIR, PROVENANCE, REPO, Z2JH_SCHEMA, load_values, render
 
 DOC = REPO / "docs" / "install.md"
 KUBECTL = str(Path(sys.executable).with_name("kubectl"))
@@ -176,7 +176,7 @@ def test_kubelab_helm_commands_render(command: str) -> None:
 @pytest.mark.parametrize("command", of_kind("z2jh"))
 def test_z2jh_commands_use_the_validated_version_and_values(command: str) -> None:
     parsed = parse_helm(command)
-    readme = (CRD_DIR / "README.md").read_text()
+    readme = PROVENANCE.read_text()
     schema_version = re.search(r"z2jh-values\.schema\.yaml \| jupyterhub/zero-to-jupyterhub-k8s \| ([\d.]+)", readme)
     assert schema_version and parsed.get("version") == schema_version.group(1)
     assert parsed.get("namespace") == DOC_NAMESPACE
@@ -188,7 +188,7 @@ def test_z2jh_commands_use_the_validated_version_and_values(command: str) -> Non
 
 def test_network_commands_pin_what_was_tested() -> None:
     """Kueue's manifest version is the one whose CRDs the chart's Kueue objects are validated with."""
-    crd_readme = (CRD_DIR / "README.md").read_text()
+    crd_readme = PROVENANCE.read_text()
     kueue_tag = re.search(r"\| kueue/ \| kubernetes-sigs/kueue \| (v[\d.]+) \|", crd_readme)
     assert kueue_tag
     for command in doc_commands():

@@ -2,7 +2,7 @@
 
 kubernetes-validate 1.37.0 ships schemas for 1.25 to 1.37, so 1.28 and 1.32 are checked
 exactly. Kueue objects are custom resources that it has no schema for; they are checked
-against the upstream Kueue v0.19.2 CRD schemas in ../shared/crds instead.
+against the upstream Kueue v0.19.2 CRD schemas in tests/data/crds instead.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """helm/z2jh-values.yaml is valid for z2jh 4.4.0 and agrees with the kubelab chart and hub config.
 
 z2jh's chart cannot be downloaded here, so its values file is checked against z2jh's real
-values schema (../shared/schemas). That schema describes the *merged* values (z2jh's defaults
+values schema (tests/data/schemas). That schema describes the *merged* values (z2jh's defaults
 plus ours), so its ``required`` lists name keys z2jh's own values.yaml supplies; this test
 therefore checks every other keyword (types, enums, unknown keys) on our file, which is
 what catches a typo or a wrong type before an admin's `helm upgrade` does.
@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from kubelab_chart import REPO, Z2JH_SCHEMA, Z2JH_VALUES, load_values, one, render
+from kubelab_chart import PROVENANCE, REPO, Z2JH_SCHEMA, Z2JH_VALUES, load_values, one, render
 
 import kubelab.hub_config
 
@@ -57,7 +57,7 @@ def test_the_schema_check_catches_mistakes(change: dict[str, Any], message: str)
 
 def test_schema_is_z2jh_4_4_0() -> None:
     """The schema file is the one docs/install.md's `--version 4.4.0` installs."""
-    readme = (Z2JH_SCHEMA.parent.parent / "crds" / "README.md").read_text()
+    readme = PROVENANCE.read_text()
     assert re.search(r"z2jh-values\.schema\.yaml \| jupyterhub/zero-to-jupyterhub-k8s \| 4\.4\.0", readme)
 
 
