@@ -63,6 +63,11 @@ setup(
             # torch warns at every import in job pods without numpy.
             "numpy>=1.26,<3",
             "ruff>=0.6,<1",
+            # The engines' own SDKs read kubelab's objects in the engine tests (issue 11).
+            "kubeflow==0.5.0",
+            "kubeflow-training==1.9.4",
+            # The real MPI job's allreduce; the wheel loads Debian's Open MPI (libmpi.so.40).
+            "mpi4py>=4.1,<5",
         ],
         "dev": ["ruff>=0.6,<1"],
     },

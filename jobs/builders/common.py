@@ -12,11 +12,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubelab.core.catalogue import GpuClass, HomeStorage, SharedStorage
 from kubelab.core.naming import (
     ANNOTATION_GROUPS,
+    COMPONENT_RANK,
     KUEUE_QUEUE_LABEL,
     LABEL_COMPONENT,
     LABEL_JOB,
@@ -29,6 +30,9 @@ from kubelab.core.naming import (
     user_label,
 )
 from kubelab.jobs.spec import JobSpec, JobSpecError
+
+if TYPE_CHECKING:
+    from kubelab.jobs.builders.trainer import TrainerRuntime
 
 CONTAINER_NAME = "trainer"
 ENTRYPOINT = ["python", "-m", "kubelab.jobs.entrypoint"]
@@ -61,6 +65,9 @@ class BuildContext:
         simulate: Mark pods ``kubelab.io/simulate: "true"`` (the process node then runs nothing; benchmarks).
         extra_env: Environment added to every worker after the spec's (the service's own settings).
         groups: The user's groups, written on pods so that group GPU quotas count the job.
+        trainer_runtime: The replicatedJob and container names of the ClusterTrainingRuntime a
+            TrainJob refers to, as read from the cluster (:mod:`kubelab.jobs.runtimes`); None
+            uses Trainer v2.3.0's own runtimes (``trainer-v2`` engine only).
     """
 
     user: str
@@ -76,6 +83,7 @@ class BuildContext:
     simulate: bool = False
     extra_env: Mapping[str, str] = field(default_factory=dict)
     groups: tuple[str, ...] = ()
+    trainer_runtime: TrainerRuntime | None = None
 
 
 def job_id(user: str, name: str) -> str:
@@ -299,6 +307,16 @@ def pod_spec(spec: JobSpec, ctx: BuildContext, cont: dict[str, Any], vols: list[
     if vols:
         out["volumes"] = vols
     out.update(placement(spec, ctx))
+    return out
+
+
+def pod_metadata(spec: JobSpec, ctx: BuildContext, rank: int | None = None) -> dict[str, Any]:
+    """The metadata of every pod that runs user code, whatever the engine: kubelab's labels (the
+    rank component, so quota, the headless Service and the jobs cache find it) and annotations."""
+    out: dict[str, Any] = {"labels": labels(ctx.user, spec.name, rank=rank, component=COMPONENT_RANK)}
+    annotations = pod_annotations(ctx)
+    if annotations:
+        out["annotations"] = annotations
     return out
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubelab.core.naming import COMPONENT_RANK
 from kubelab.jobs.builders.common import (
     BuildContext,
     apply_kueue,
@@ -17,7 +16,7 @@ from kubelab.jobs.builders.common import (
     contract_env,
     job_id,
     labels,
-    pod_annotations,
+    pod_metadata,
     pod_spec,
     volumes,
 )
@@ -41,16 +40,13 @@ def make_jobset(spec: JobSpec, ctx: BuildContext, files_configmap: str | None = 
     peers = [f"{name}-{REPLICATED_JOB}-0-{r}.{name}" for r in range(spec.workers)]
     env = rank_env() + contract_env(spec, ctx, rank=None, peers=peers)
     vols, mounts = volumes(spec, ctx, files_configmap)
-    pod_meta: dict[str, Any] = {"labels": labels(ctx.user, spec.name, component=COMPONENT_RANK)}
-    if pod_annotations(ctx):
-        pod_meta["annotations"] = pod_annotations(ctx)
     job_spec: dict[str, Any] = {
         "parallelism": spec.workers,
         "completions": spec.workers,
         "completionMode": "Indexed",
         # JobSet restarts the whole set; a single pod is not retried on its own.
         "backoffLimit": 0,
-        "template": {"metadata": pod_meta, "spec": pod_spec(spec, ctx, container(spec, ctx, env, mounts), vols)},
+        "template": {"metadata": pod_metadata(spec, ctx), "spec": pod_spec(spec, ctx, container(spec, ctx, env, mounts), vols)},
     }
     if ctx.max_runtime_seconds:
         job_spec["activeDeadlineSeconds"] = ctx.max_runtime_seconds

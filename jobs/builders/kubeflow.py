@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubelab.core.naming import COMPONENT_RANK
 from kubelab.jobs.builders.common import (
     BuildContext,
     apply_kueue,
@@ -19,7 +18,7 @@ from kubelab.jobs.builders.common import (
     contract_env,
     job_id,
     labels,
-    pod_annotations,
+    pod_metadata,
     pod_spec,
     volumes,
 )
@@ -43,18 +42,27 @@ def _rank_from_label(offset: int) -> list[dict[str, Any]]:
     return env
 
 
+def restart_policy(spec: JobSpec) -> str:
+    """The replica restartPolicy that makes ``runPolicy.backoffLimit`` mean the spec's retries.
+
+    With ``Never`` the operator fails the job at the first failed pod and ignores the backoff
+    limit; it counts restarts (containers' ``restartCount``) only for ``OnFailure``/``Always``/
+    ``ExitCode`` replicas (training-operator v1.9.4 ``pkg/core/job.go`` ``PastBackoffLimit`` and
+    ``pkg/controller.v1/pytorch/pytorchjob_controller.go`` ``UpdateJobStatus``).
+    """
+    return "OnFailure" if spec.retries else "Never"
+
+
 def _replica(spec: JobSpec, ctx: BuildContext, kind: str, replicas: int, env: list[dict[str, Any]],
              files_configmap: str | None) -> dict[str, Any]:
     vols, mounts = volumes(spec, ctx, files_configmap)
     cont = container(spec, ctx, env, mounts)
     cont["name"] = CONTAINER_NAMES[kind]
-    template: dict[str, Any] = {
-        "metadata": {"labels": labels(ctx.user, spec.name, component=COMPONENT_RANK)},
-        "spec": pod_spec(spec, ctx, cont, vols),
-    }
-    if pod_annotations(ctx):
-        template["metadata"]["annotations"] = pod_annotations(ctx)
-    return {"replicas": replicas, "restartPolicy": "Never", "template": template}
+    pod = pod_spec(spec, ctx, cont, vols)
+    # The operator sets the pod's restartPolicy from the replica's (and warns when the template has one).
+    del pod["restartPolicy"]
+    template: dict[str, Any] = {"metadata": pod_metadata(spec, ctx), "spec": pod}
+    return {"replicas": replicas, "restartPolicy": restart_policy(spec), "template": template}
 
 
 def make_training_job(spec: JobSpec, ctx: BuildContext, files_configmap: str | None = None) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from kubelab.jobs.builders.common import (
     contract_env,
     job_id,
     labels,
-    pod_annotations,
+    pod_metadata,
     pod_spec,
     volumes,
 )
@@ -64,17 +64,13 @@ def make_rank_job(spec: JobSpec, ctx: BuildContext, rank: int, files_configmap: 
     pod = pod_spec(spec, ctx, container(spec, ctx, env, mounts), vols)
     pod["hostname"] = f"{jid}-{rank}"
     pod["subdomain"] = jid
-    meta_labels = labels(ctx.user, spec.name, rank=rank, component=COMPONENT_RANK)
-    job_labels = dict(meta_labels)
+    job_labels = labels(ctx.user, spec.name, rank=rank, component=COMPONENT_RANK)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.retries,
         "completions": 1,
         "parallelism": 1,
-        "template": {"metadata": {"labels": dict(meta_labels)}, "spec": pod},
+        "template": {"metadata": pod_metadata(spec, ctx, rank=rank), "spec": pod},
     }
-    annotations = pod_annotations(ctx)
-    if annotations:
-        job_spec["template"]["metadata"]["annotations"] = annotations
     if ctx.max_runtime_seconds:
         job_spec["activeDeadlineSeconds"] = ctx.max_runtime_seconds
     apply_kueue(ctx, job_labels, job_spec)
