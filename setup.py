@@ -62,6 +62,8 @@ setup(
             "configurable-http-proxy>=0.3,<1",
             # torch warns at every import in job pods without numpy.
             "numpy>=1.26,<3",
+            # property tests of the identity rule (tests/security)
+            "hypothesis>=6.100,<7",
             "ruff>=0.6,<1",
             # The engines' own SDKs read kubelab's objects in the engine tests (issue 11).
             "kubeflow==0.5.0",

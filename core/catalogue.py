@@ -12,15 +12,18 @@ the jobs service and the Helm chart.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+
+from kubelab.core.quantity import QuantityError, bytes_of, format_bytes, format_millicores, millicores, parse_number
 
 SCHEMA_PATH = Path(__file__).with_name("catalogue.schema.yaml")
 EXAMPLE_PATH = Path(__file__).with_name("catalogue.example.yaml")
@@ -133,12 +136,70 @@ class KueueSettings:
 
 
 @dataclass(frozen=True)
+class JobLimits:
+    """Bounds on what one user's jobs may ask for; ``None`` means this layer sets no bound.
+
+    CPU is in millicores and memory in bytes, parsed strictly (:mod:`kubelab.core.quantity`).
+
+    Attributes:
+        workers_per_job: Most workers (ranks) in one job.
+        workers_per_user: Most workers over all of the user's running jobs, this one included.
+        procs_per_worker: Most processes per worker (``procs_per_worker``).
+        cpu_per_worker: Most CPU per worker (``cpu``).
+        memory_per_worker: Most memory per worker (``memory``).
+        cpu_per_user: Most CPU requested over all of the user's running jobs.
+        memory_per_user: Most memory requested over all of the user's running jobs.
+        default_cpu: CPU per worker of a job that names none (None: no request, as Kubernetes does).
+        default_memory: Memory per worker of a job that names none.
+    """
+
+    workers_per_job: int | None = None
+    workers_per_user: int | None = None
+    procs_per_worker: int | None = None
+    cpu_per_worker: int | None = None
+    memory_per_worker: int | None = None
+    cpu_per_user: int | None = None
+    memory_per_user: int | None = None
+    default_cpu: int | None = None
+    default_memory: int | None = None
+
+    def describe(self, name: str) -> str:
+        """The value of limit ``name`` in the catalogue's words (``cpuPerWorker 4``)."""
+        value = getattr(self, name)
+        if value is not None and name in _CPU_LIMITS:
+            value = format_millicores(value)
+        elif value is not None and name in _MEMORY_LIMITS:
+            value = format_bytes(value)
+        return f"{JOB_LIMIT_KEYS[name]} {value}"
+
+
+#: JobLimits field → catalogue key (``jobs.limits.<key>``, ``jobs.groupLimits.<group>.<key>``).
+JOB_LIMIT_KEYS = {
+    "workers_per_job": "workersPerJob", "workers_per_user": "workersPerUser", "procs_per_worker": "procsPerWorker",
+    "cpu_per_worker": "cpuPerWorker", "memory_per_worker": "memoryPerWorker", "cpu_per_user": "cpuPerUser",
+    "memory_per_user": "memoryPerUser", "default_cpu": "defaultCpu", "default_memory": "defaultMemory",
+}
+_CPU_LIMITS = frozenset({"cpu_per_worker", "cpu_per_user", "default_cpu"})
+_MEMORY_LIMITS = frozenset({"memory_per_worker", "memory_per_user", "default_memory"})
+#: Bounds in force when the catalogue sets none: finite, so that no job asks for ``cpu: 1e300``;
+#: a lab sets its own in ``jobs.limits`` (``workersPerJob`` defaults to ``jobs.maxWorkers``).
+BUILTIN_JOB_LIMITS = JobLimits(
+    workers_per_user=64, procs_per_worker=64, cpu_per_worker=128_000, memory_per_worker=2**40,
+    cpu_per_user=512_000, memory_per_user=4 * 2**40,
+)
+
+
+@dataclass(frozen=True)
 class JobSettings:
     engine: str = "auto"
     namespace: str | None = None
     max_workers: int = 8
     max_runtime_seconds: int = 86400
     kueue: KueueSettings = field(default_factory=KueueSettings)
+    #: Platform-wide job limits (built-in defaults filled in); see :meth:`Catalogue.job_limits_for`.
+    limits: JobLimits = field(default_factory=lambda: BUILTIN_JOB_LIMITS)
+    #: Group → the limits its members get (only the keys the group sets).
+    group_limits: Mapping[str, JobLimits] = field(default_factory=dict)
     #: Framework → ClusterTrainingRuntime name for the trainer-v2 engine (missing: Trainer's own).
     trainer_runtimes: Mapping[str, str] = field(default_factory=dict)
 
@@ -181,6 +242,23 @@ class Catalogue:
     def user_limits_for(self, user: str) -> Limits:
         """The per-user limits of ``user``: the override if any, else the platform default."""
         return self.user_limits.get(user, self.per_user)
+
+    def job_limits_for(self, groups: Iterable[str]) -> JobLimits:
+        """The job limits of a member of ``groups``.
+
+        Per limit: the most generous value among the user's groups that set it in
+        ``jobs.groupLimits``, else ``jobs.limits``, else the built-in default. A default CPU or
+        memory is capped at the per-worker limit in force.
+        """
+        values = {}
+        for name in JOB_LIMIT_KEYS:
+            own = [getattr(self.jobs.group_limits[g], name) for g in sorted(set(groups)) if g in self.jobs.group_limits]
+            own = [v for v in own if v is not None]
+            values[name] = max(own) if own else getattr(self.jobs.limits, name)
+        for default, cap in (("default_cpu", "cpu_per_worker"), ("default_memory", "memory_per_worker")):
+            if values[default] is not None and values[cap] is not None:
+                values[default] = min(values[default], values[cap])
+        return JobLimits(**values)
 
     def idle_timeout_for(self, slug: str) -> int:
         """Idle timeout in seconds of servers of profile ``slug``."""
@@ -229,13 +307,29 @@ def schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, _schema: Any) -> Any:
+    """JSON schema's ``pattern`` with ECMA-262's ``$`` (the end of the text).
+
+    jsonschema runs patterns with Python's ``re.search``, where ``$`` also matches before a
+    trailing newline: ``"cpu\\n"`` would pass ``^[a-z]+$`` and reach Kubernetes as a label.
+    """
+    if not validator.is_type(instance, "string"):
+        return
+    strict = pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
+    if re.search(strict, instance) is None:
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_StrictValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _ecma_pattern})
+
+
 def check_schema(raw: Any, source: str) -> None:
     """Check ``raw`` against the JSON schema.
 
     Raises:
         CatalogueError: The first error, in document order.
     """
-    validator = jsonschema.Draft202012Validator(schema())
+    validator = _StrictValidator(schema())
     errors = sorted(validator.iter_errors(raw), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         path, problem = _describe_schema_error(errors[0])
@@ -274,31 +368,65 @@ def check_references(raw: Mapping[str, Any], source: str) -> None:
                 )
         for kind in ("cpu", "memory"):
             spec = prof.get(kind) or {}
-            if "guarantee" in spec and "limit" in spec and _quantity(spec["guarantee"]) > _quantity(spec["limit"]):
+            for key in ("guarantee", "limit"):
+                if key in spec:
+                    _size(spec[key], source, f"{where}.{kind}.{key}")
+            if "guarantee" in spec and "limit" in spec and parse_number(spec["guarantee"]) > parse_number(spec["limit"]):
                 raise CatalogueError(
                     source, f"{where}.{kind}", f"guarantee {spec['guarantee']} exceeds limit {spec['limit']}"
                 )
     if defaults > 1:
         raise CatalogueError(source, "profiles", "more than one profile has default: true; allowed: at most one")
-    kueue = (raw.get("jobs") or {}).get("kueue") or {}
+    home_size = ((raw.get("storage") or {}).get("home") or {}).get("size")
+    if home_size is not None:
+        _size(home_size, source, "storage.home.size")
+    jobs = raw.get("jobs") or {}
+    _job_limits(jobs.get("limits"), source, "jobs.limits")
+    for group, limits in (jobs.get("groupLimits") or {}).items():
+        _job_limits(limits, source, f"jobs.groupLimits.{group}")
+    kueue = jobs.get("kueue") or {}
     default_queue = kueue.get("defaultQueue")
     if default_queue and default_queue not in kueue.get("queues", []):
         allowed = ", ".join(kueue.get("queues", [])) or "(no queues listed)"
         raise CatalogueError(source, "jobs.kueue.defaultQueue", f"{default_queue!r} is not in queues; allowed: {allowed}")
 
 
-_SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+def _size(value: Any, source: str, path: str) -> Any:
+    """Check a size strictly (finite, >= 0, Kubernetes quantity grammar); the schema checks only types.
+
+    Raises:
+        CatalogueError: Naming ``path``; ``.nan``, ``.inf``, ``"2Gi\\n"`` and ``"1e999"`` are all refused.
+    """
+    try:
+        parse_number(value)
+    except QuantityError as e:
+        raise CatalogueError(source, path, str(e)) from None
+    return value
 
 
-def _quantity(value: str | float | int) -> float:
-    """Parse a Kubernetes quantity of the forms the schema allows (``2``, ``0.5``, ``8Gi``, ``500M``)."""
-    if isinstance(value, int | float):
-        return float(value)
-    text = value.strip()
-    for suffix in sorted(_SUFFIX, key=len, reverse=True):
-        if suffix and text.endswith(suffix):
-            return float(text[: -len(suffix)]) * _SUFFIX[suffix]
-    return float(text)
+def _job_limits(raw: Mapping[str, Any] | None, source: str, path: str) -> None:
+    """Check the sizes of one ``jobs.limits``-shaped mapping (the schema checked keys and integers)."""
+    for key, value in (raw or {}).items():
+        if key in ("cpuPerWorker", "cpuPerUser", "defaultCpu", "memoryPerWorker", "memoryPerUser", "defaultMemory"):
+            _size(value, source, f"{path}.{key}")
+            if parse_number(value) <= 0:
+                raise CatalogueError(source, f"{path}.{key}", f"{value!r} is not allowed; a size > 0")
+
+
+def _parse_job_limits(raw: Mapping[str, Any] | None, base: JobLimits | None = None) -> JobLimits:
+    """Build :class:`JobLimits` from checked YAML; keys it does not set come from ``base``."""
+    raw = raw or {}
+    values: dict[str, int | None] = {}
+    for name, key in JOB_LIMIT_KEYS.items():
+        if key not in raw:
+            values[name] = getattr(base, name) if base else None
+        elif name in _CPU_LIMITS:
+            values[name] = millicores(raw[key])
+        elif name in _MEMORY_LIMITS:
+            values[name] = bytes_of(raw[key])
+        else:
+            values[name] = int(raw[key])
+    return JobLimits(**values)
 
 
 def parse_catalogue(raw: Any, source: str = "<catalogue>") -> Catalogue:
@@ -380,6 +508,11 @@ def parse_catalogue(raw: Any, source: str = "<catalogue>") -> Catalogue:
                 queues=tuple(kueue.get("queues", ())),
                 default_queue=kueue.get("defaultQueue"),
             ),
+            limits=_parse_job_limits(
+                jobs.get("limits"),
+                replace(BUILTIN_JOB_LIMITS, workers_per_job=jobs.get("maxWorkers", 8)),
+            ),
+            group_limits={g: _parse_job_limits(v) for g, v in (jobs.get("groupLimits") or {}).items()},
             trainer_runtimes=dict(jobs.get("trainerRuntimes") or {}),
         ),
         platform_name=platform.get("name", "kubelab"),

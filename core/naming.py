@@ -3,12 +3,19 @@
 Every object kubelab creates carries ``app.kubernetes.io/managed-by=kubelab`` and
 ``kubelab.io/user``; quota is counted over the user label, so servers and jobs
 draw on one budget.
+
+**One identity rule.** Every Kubernetes-facing value derived from a JupyterHub user or server
+name (the user and server labels, the home claim) comes from :func:`slug`, which is injective:
+two distinct names never share a value, whatever characters they hold. The exact name is also
+written in an annotation (:data:`ANNOTATION_USER`), which is what ownership checks compare
+(:func:`owner_of`); labels exist for selectors. ``docs/security.md`` explains the scheme.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "kubelab"
@@ -39,29 +46,123 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 #: Marks pods the devcluster's process node reports Running without running them (benchmarks).
 SIMULATE_ANNOTATION = "kubelab.io/simulate"
 
-_LABEL_OK = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+#: What a safe value looks like: a DNS-1123 label (lower-case letters, digits and single hyphens
+#: between them). Always applied with ``fullmatch``: ``$`` would let a trailing newline through.
+_SAFE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+#: The separator before the hash of a hashed value. A safe value never holds ``--``, so a hashed
+#: value (which always holds ``---``) can never equal a safe one. KubeSpawner 7 uses the same
+#: marker for its slugs (``kubespawner/slugs.py``, ``strip_and_hash``).
+HASH_MARKER = "---"
+#: Hex digits of SHA-256 kept in a hashed value: 32 = 128 bits, so finding a second name with the
+#: hash of a victim's name (a second preimage) costs about 2^128 tries. KubeSpawner keeps 8 (32
+#: bits), which a laptop can match in hours; that is why kubelab does not reuse its slugs.
+HASH_HEX = 32
+#: Longest label value Kubernetes accepts.
+MAX_LABEL = 63
+#: ``kubelab.io/server`` of the default server. It holds ``--`` but not ``---`` + a hash, so no
+#: named server (whose value is either safe, hence without ``--``, or hashed) can take it.
+DEFAULT_SERVER_LABEL = "default--server"
+#: Where an object's owner is recorded exactly, beside the lossy label: kubelab's annotation,
+#: else the one KubeSpawner writes on every pod and PVC it creates (``_build_common_annotations``).
+OWNER_ANNOTATIONS = (ANNOTATION_USER, "hub.jupyter.org/username")
+_HOME_PREFIX = "home-"
 
 
-def safe_name(value: str, max_len: int = 63) -> str:
-    """Turn ``value`` into a DNS-1123 label, stable and collision-resistant.
+def is_safe(value: str, max_len: int = MAX_LABEL) -> bool:
+    """Whether ``value`` is kept as it is by :func:`slug`: a DNS-1123 label of at most ``max_len``
+    characters without ``--``."""
+    return isinstance(value, str) and 0 < len(value) <= max_len and "--" not in value and bool(_SAFE.fullmatch(value))
 
-    Names that are already valid and short enough are kept as they are, so
-    ``alice`` stays ``alice``. Others are lower-cased, invalid characters become
-    ``-``, and a short hash of the original is appended so that ``Alice`` and
-    ``alice`` never share a PVC.
+
+def _readable(value: str, max_len: int) -> str:
+    """A readable, safe hint of ``value`` (lower-cased, runs of other characters as one ``-``)."""
+    text = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")[:max_len].rstrip("-")
+    return text or "x"
+
+
+def slug(value: str, max_len: int = MAX_LABEL) -> str:
+    """The injective Kubernetes-facing form of a JupyterHub name (user or server).
+
+    * A safe name (:func:`is_safe`) maps to itself: ``alice`` stays ``alice``.
+    * Every other name maps to ``<readable prefix>---<128-bit hash of the name>``:
+      ``john.doe`` becomes ``john-doe---<32 hex>``.
+
+    No two names share a value: two safe names differ as they are; a safe and a hashed value
+    differ because only hashed values hold ``--``; two hashed values differ unless SHA-256
+    collides. So ``john-doe-30f69670`` (safe, itself) and ``john.doe`` (hashed) stay apart, and the
+    image of a name used as a name maps elsewhere again (``slug(slug(x))`` is hashed since
+    ``slug(x)`` holds ``---``). The result is a DNS-1123 label of at most ``max_len`` characters,
+    valid as a label value and as an object name. The scheme follows KubeSpawner 7's ``safe_slug``
+    (``kubespawner/slugs.py``) with a hash four times as long.
+
+    Args:
+        value: Any string, including empty strings, newlines and lone surrogates.
+        max_len: Longest result (at least ``len(HASH_MARKER) + HASH_HEX + 1``).
     """
-    if _LABEL_OK.match(value) and len(value) <= max_len and "." not in value:
+    if is_safe(value, max_len):
         return value
-    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    room = max_len - len(HASH_MARKER) - HASH_HEX
+    if room < 1:
+        raise ValueError(f"slug needs max_len >= {len(HASH_MARKER) + HASH_HEX + 1}, not {max_len}")
+    # surrogatepass: JSON can carry lone surrogates, and every str must still hash (injectively)
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_HEX]
+    return f"{_readable(value, room)}{HASH_MARKER}{digest}"
+
+
+def user_label(username: str) -> str:
+    """The ``kubelab.io/user`` label value for ``username`` (injective, see :func:`slug`)."""
+    return slug(username)
+
+
+def server_label(server_name: str) -> str:
+    """The ``kubelab.io/server`` label value: :data:`DEFAULT_SERVER_LABEL` for the default server
+    (``""``), else :func:`slug` of the name, so a named server called ``default`` is not it."""
+    return slug(server_name) if server_name else DEFAULT_SERVER_LABEL
+
+
+def home_claim_name(username: str) -> str:
+    """The name of ``username``'s home PVC; it outlives every server.
+
+    New homes get this name; :mod:`kubelab.core.home` also finds a home made under the
+    previous naming (:func:`legacy_home_claim_name`).
+    """
+    return f"{_HOME_PREFIX}{slug(username, MAX_LABEL - len(_HOME_PREFIX))}"
+
+
+def owner_of(annotations: Mapping[str, str] | None) -> str | None:
+    """The exact JupyterHub user an object was made for, from its annotations (None: unrecorded)."""
+    for key in OWNER_ANNOTATIONS:
+        value = (annotations or {}).get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def legacy_safe_name(value: str, max_len: int = MAX_LABEL) -> str:
+    """The naming of kubelab 0.1 (not injective: ``john.doe`` and ``john-doe-30f69670`` shared
+    ``john-doe-30f69670``). Kept only to find homes made before the upgrade; never used for new names."""
+    if _LEGACY_OK.match(value) and len(value) <= max_len and "." not in value:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     cleaned = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-") or "x"
     return f"{cleaned[: max_len - 9].rstrip('-')}-{digest}"
 
 
-def user_label(username: str) -> str:
-    """The ``kubelab.io/user`` label value for ``username``."""
-    return safe_name(username)
+_LEGACY_OK = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
-def home_claim_name(username: str) -> str:
-    """The name of ``username``'s home PVC; it outlives every server."""
-    return f"home-{safe_name(username, 58)}"
+def legacy_home_claim_name(username: str) -> str | None:
+    """The home PVC name kubelab 0.1 gave ``username``, when it differs from today's and is a
+    valid name (the old rule let ``alice\n`` through as an invalid one); else None."""
+    old = f"{_HOME_PREFIX}{legacy_safe_name(username, MAX_LABEL - len(_HOME_PREFIX))}"
+    if old == home_claim_name(username) or not is_valid_name(old):
+        return None
+    return old
+
+
+def is_valid_name(value: str) -> bool:
+    """Whether ``value`` is a DNS-1123 label (the names kubelab gives objects)."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_LABEL and bool(_SAFE.fullmatch(value))
+
+
+# -- kubelab's own objects, and the recommended labels ------------------------------------------

@@ -23,9 +23,10 @@ from kubelab.core.naming import (
     MANAGED_BY,
     MANAGED_BY_VALUE,
     home_claim_name,
-    safe_name,
+    server_label,
     user_label,
 )
+from kubelab.core.quantity import bytes_of
 
 from .options import Selection
 
@@ -50,31 +51,21 @@ MANAGED_TRAITS: tuple[str, ...] = (
     "storage_class",
     "storage_capacity",
     "storage_access_modes",
+    "storage_extra_annotations",
 )
 
 HOME_VOLUME = "home"
 SHARED_VOLUME = "shared"
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-_DECIMAL = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+__all__ = ["MANAGED_TRAITS", "escape_template", "pod_labels", "quantity_bytes", "server_label", "spawn_settings"]
 
 
 def quantity_bytes(value: str | int | float | None) -> int | None:
     """Kubernetes memory quantity → bytes (``"2Gi"`` → 2147483648); KubeSpawner's byte traits
-    reject the ``Gi`` suffix, so the catalogue's quantities are converted here."""
+    reject the ``Gi`` suffix, so the catalogue's quantities are converted here (strictly, by
+    :mod:`kubelab.core.quantity`: the catalogue has already refused anything else)."""
     if value is None:
         return None
-    if isinstance(value, int | float):
-        return int(value)
-    text = value.strip()
-    for suffix, factor in (*_BINARY.items(), *_DECIMAL.items()):
-        if text.endswith(suffix):
-            return int(float(text[: -len(suffix)]) * factor)
-    return int(float(text))
-
-
-def server_label(server_name: str) -> str:
-    """The ``kubelab.io/server`` label value: ``default`` for the default server, else a safe name."""
-    return safe_name(server_name) if server_name else "default"
+    return bytes_of(value)
 
 
 def escape_template(value: str) -> str:
@@ -108,6 +99,7 @@ def spawn_settings(
     server_name: str,
     groups: Iterable[str],
     base: Mapping[str, Any],
+    home_claim: str | None = None,
 ) -> dict[str, Any]:
     """Spawner settings for ``selection``: the base, with the selection's values on top.
 
@@ -118,6 +110,8 @@ def spawn_settings(
         server_name: JupyterHub server name (``""`` for the default server).
         groups: The user's groups, recorded on the pod for group quotas.
         base: The administrator's configured value of every trait in :data:`MANAGED_TRAITS`.
+        home_claim: The user's home PVC as :func:`kubelab.core.home.find_home_claim` chose it
+            (a home kept from the previous naming); default :func:`home_claim_name` of the user.
 
     Returns:
         Trait name → value for every trait in :data:`MANAGED_TRAITS`; set them whole.
@@ -168,7 +162,7 @@ def spawn_settings(
         env["KUBELAB_GPUS"] = str(selection.gpus)
     out["environment"] = env
 
-    claim = home_claim_name(username)
+    claim = home_claim or home_claim_name(username)
     volumes = [v for v in _as_list(base.get("volumes")) if v.get("name") not in (HOME_VOLUME, SHARED_VOLUME)]
     mounts = [m for m in _as_list(base.get("volume_mounts")) if m.get("name") not in (HOME_VOLUME, SHARED_VOLUME)]
     volumes.append({"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": claim}})
@@ -183,4 +177,9 @@ def spawn_settings(
     out["storage_class"] = home.storage_class if home.storage_class is not None else base.get("storage_class")
     out["storage_capacity"] = home.size
     out["storage_access_modes"] = [home.access_mode]
+    # the exact owner on the claim: the home lookup only ever mounts a claim recorded as this user's
+    out["storage_extra_annotations"] = {
+        **(base.get("storage_extra_annotations") or {}),
+        ANNOTATION_USER: escape_template(username),
+    }
     return out

@@ -28,13 +28,13 @@ from traitlets import Bool, Instance, Integer, Unicode, default
 from kubelab.core.availability import ClassAvailability, gpu_availability
 from kubelab.core.catalogue import Catalogue, load_catalogue
 from kubelab.core.cluster import ClusterCache, ManagedPodsView, shared_cache
+from kubelab.core.home import HomeClaimError, find_home_claim
 from kubelab.core.naming import (
     HOSTNAME_LABEL,
     LABEL_SERVER,
     LABEL_USER,
     MANAGED_BY,
     MANAGED_BY_VALUE,
-    home_claim_name,
     user_label,
 )
 from kubelab.core.quota import QuotaExceeded, QuotaLedger, shared_ledger
@@ -236,9 +236,13 @@ class LabSpawner(KubeSpawner):
             selection = validate_user_options(self.user_options, catalogue, self.user_groups)
         except OptionsError as e:
             raise web.HTTPError(e.status, e.message, reason=e.message) from e
+        try:  # the home kept across the naming upgrade, never another user's (kubelab.core.home)
+            home = await find_home_claim(self.api, self.namespace, self.user.name)
+        except HomeClaimError as e:
+            raise web.HTTPError(e.status, e.message, reason=e.message) from e
         settings = spawn_settings(
             selection, catalogue, username=self.user.name, server_name=self.name or "",
-            groups=self.user_groups, base=self._base_settings,
+            groups=self.user_groups, base=self._base_settings, home_claim=home.claim,
         )
         # the home-volume node pin of this start (see _wait_for_home) survives KubeSpawner's own
         # second call of load_user_options inside _start
@@ -331,7 +335,7 @@ class LabSpawner(KubeSpawner):
         catalogue = self.get_catalogue()
         if catalogue.home.access_mode != "ReadWriteOnce":
             return
-        claim = home_claim_name(self.user.name)
+        claim = self.pvc_name  # the home load_user_options chose
         label = user_label(self.user.name)
 
         def terminating() -> list[PodInfo]:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from kubelab.core import catalogue as cat
-from kubelab.core.naming import home_claim_name, safe_name
+from kubelab.core.naming import home_claim_name, slug
 
 EXAMPLE = yaml.safe_load(cat.EXAMPLE_PATH.read_text())
 
@@ -116,15 +116,16 @@ def test_reference_docs_are_current() -> None:
 
 @pytest.mark.parametrize(
     ("name", "kept"),
-    [("alice", True), ("bob-2", True), ("Alice", False), ("alice@uni.edu", False), ("---", False), ("a" * 80, False)],
-    ids=["plain", "dash", "upper-case", "email", "nothing-valid", "too-long"],
+    [("alice", True), ("bob-2", True), ("Alice", False), ("alice@uni.edu", False), ("---", False), ("a" * 80, False),
+     ("a--b", False), ("alice\n", False)],
+    ids=["plain", "dash", "upper-case", "email", "nothing-valid", "too-long", "double-dash", "trailing-newline"],
 )
-def test_safe_name(name: str, kept: bool) -> None:
-    result = safe_name(name)
+def test_slug(name: str, kept: bool) -> None:
+    result = slug(name)
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", result), result
     assert len(result) <= 63
     assert (result == name) is kept
-    assert safe_name(name) == result, "names must be stable across calls"
+    assert slug(name) == result, "names must be stable across calls"
 
 
 def test_home_claims_never_collide() -> None:
