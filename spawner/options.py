@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from kubelab.core.catalogue import Catalogue, GpuClass, Image, Profile
 
@@ -25,8 +25,13 @@ from kubelab.core.catalogue import Catalogue, GpuClass, Image, Profile
 ALLOWED_KEYS: tuple[str, ...] = ("gpus", "image", "profile")
 #: Form fields besides ``profile``: ``image--<slug>`` and ``gpus--<slug>`` (one pair per profile).
 FORM_SEPARATOR = "--"
-# form fields JupyterHub or browsers add and that carry no option
-_FORM_IGNORED = frozenset({"_xsrf"})
+#: KubeSpawner's naming of the same fields (its form, fancy-profiles): ``profile-option-<slug>--<key>``.
+KUBESPAWNER_FIELD_PREFIX = "profile-option-"
+#: KubeSpawner's suffix of an option's free-form value: ``<key>--unlisted-choice``.
+UNLISTED_SUFFIX = "--unlisted-choice"
+# form fields that carry no option: JupyterHub's XSRF token, and fancy-profiles' radio buttons,
+# which repeat the chosen slug that its hidden ``profile`` field posts
+_FORM_IGNORED = frozenset({"_xsrf", "select-profile"})
 
 
 class OptionsError(ValueError):
@@ -41,6 +46,28 @@ class OptionsError(ValueError):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class SpawnChoice(Protocol):
+    """What the spawner, the quota and the messages need of a validated choice, from either
+    source: a catalogue :class:`Selection` or a ``profile_list``
+    :class:`~kubelab.spawner.profile_list.ListSelection`."""
+
+    @property
+    def slug(self) -> str: ...  # noqa: D102
+
+    @property
+    def name(self) -> str: ...  # noqa: D102
+
+    @property
+    def gpus(self) -> int: ...  # noqa: D102
+
+    @property
+    def gpu_class(self) -> GpuClass | None: ...  # noqa: D102
+
+    def describe(self) -> str: ...  # noqa: D102
+
+    def as_options(self) -> dict[str, Any]: ...  # noqa: D102
 
 
 @dataclass(frozen=True)
@@ -58,6 +85,16 @@ class Selection:
     image: Image
     gpus: int = 0
     gpu_class: GpuClass | None = None
+
+    @property
+    def slug(self) -> str:
+        """The profile's slug."""
+        return self.profile.slug
+
+    @property
+    def name(self) -> str:
+        """The profile's name."""
+        return self.profile.name
 
     def as_options(self) -> dict[str, Any]:
         """The canonical ``user_options`` for this selection."""
@@ -184,11 +221,15 @@ def validate_user_options(options: Any, catalogue: Catalogue, groups: Iterable[s
 
 
 def options_from_form(formdata: Mapping[str, Sequence[str]]) -> dict[str, Any]:
-    """Turn the spawn form's fields into ``user_options``.
+    """Turn the spawn form's fields into ``user_options``, in kubelab's or KubeSpawner's naming.
 
-    The form holds ``profile`` plus ``image--<slug>`` / ``gpus--<slug>`` for every profile; only the
-    chosen profile's pair is kept. Any other field is passed on under its own name, so that
-    :func:`validate_user_options` refuses it exactly as it would refuse it over REST.
+    * kubelab's picker posts ``profile`` plus ``image--<slug>`` / ``gpus--<slug>`` for every profile;
+    * KubeSpawner's form and fancy-profiles post ``profile`` plus ``profile-option-<slug>--<key>``
+      and ``profile-option-<slug>--<key>--unlisted-choice`` for every profile.
+
+    Only the chosen profile's fields are kept, under their key (``image``, ``gpus``, ``<key>``,
+    ``<key>--unlisted-choice``). Any other field is passed on under its own name, so that the
+    validation refuses it exactly as it would refuse it over REST.
 
     Args:
         formdata: Field name → list of values, as JupyterHub passes it.
@@ -205,6 +246,12 @@ def options_from_form(formdata: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     for name in formdata:
         if name in _FORM_IGNORED or name == "profile":
             continue
+        if name.startswith(KUBESPAWNER_FIELD_PREFIX):
+            owner, sep, key = name[len(KUBESPAWNER_FIELD_PREFIX):].partition(FORM_SEPARATOR)
+            if sep and owner and key:
+                if owner == slug and first(name) != "":
+                    options[key] = first(name)
+                continue
         key, sep, owner = name.partition(FORM_SEPARATOR)
         if sep and key in ("image", "gpus") and owner:
             if owner == slug and first(name) != "":
