@@ -31,7 +31,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from kubelab.devcluster import netns
+from kubelab.devcluster import hygiene, netns
 from kubelab.devcluster.hosts import hosts_content, named_peers
 from kubelab.devcluster.informer import Informer
 from kubelab.devcluster.kubeletapi import KubeletApiServer, LogNotFound, LogSource, serve_in_thread
@@ -39,7 +39,7 @@ from kubelab.devcluster.nodes import NODE_IP, NodeSpec, load_layout, make_node, 
 from kubelab.devcluster.pki import KUBELET_CLIENT_CN, node_serving_cert
 from kubelab.devcluster.podstatus import rfc3339
 from kubelab.devcluster.provisioner import Provisioner
-from kubelab.devcluster.runtime import STRATEGIC, PodRunner, gpu_request, now, pod_dir_name
+from kubelab.devcluster.runtime import PodRunner, gpu_request, now, patch_strategic, pod_dir_name
 
 log = logging.getLogger("kubelab.devcluster.agent")
 HEARTBEAT_SECONDS = 10.0
@@ -265,7 +265,7 @@ class Agent:
                 if e.status != 409:
                     raise
                 patch = {"metadata": {"labels": body["metadata"]["labels"]}, "spec": {"taints": body["spec"]["taints"]}}
-                self.core.patch_node(spec.name, patch, _content_type=STRATEGIC)
+                patch_strategic(self.core.patch_node, spec.name, patch)
         self.heartbeat()
 
     def heartbeat(self) -> None:
@@ -273,9 +273,8 @@ class Agent:
         stamp = rfc3339(now())
         for spec in self.nodes.values():
             try:
-                self.core.patch_node_status(
-                    spec.name, {"status": make_node_status(spec, stamp, self.ready_since)}, _content_type=STRATEGIC
-                )
+                patch_strategic(self.core.patch_node_status, spec.name,
+                                {"status": make_node_status(spec, stamp, self.ready_since)})
             except ApiException as e:
                 log.warning("node %s: status update failed: %s %s", spec.name, e.status, e.reason)
             except (urllib3.exceptions.HTTPError, OSError) as e:
@@ -301,6 +300,7 @@ class Agent:
         leftovers = netns.cleanup_pod_sandboxes(self.state)
         if leftovers:
             log.info("cleaned up %d sandbox(es) left by a previous agent", leftovers)
+        hygiene.remove_legacy_mount_points(self.state, keep=(self.state.parent,))
         netns.ensure_bridge(self.bridge, f"{self.gateway}/{self.prefixlen}")
         self.start_kubelet_servers()
         provisioner = Provisioner(self.core, self.state / "volumes")

@@ -7,6 +7,8 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kubelab.devcluster.eviction import REASON as EVICTED
+
 
 def rfc3339(ts: datetime.datetime) -> str:
     """Second-precision UTC time, as the API stores it."""
@@ -123,6 +125,7 @@ def pod_status(
     started: bool,
     now: datetime.datetime,
     message: str = "",
+    evicted: str | None = None,
 ) -> dict[str, Any]:
     """The full pod ``status`` to patch.
 
@@ -135,9 +138,11 @@ def pod_status(
         started: Whether a container process was ever started.
         now: Transition time for conditions.
         message: Pod-level message (e.g. why a container cannot start).
+        evicted: The eviction message once the node evicted the pod: the pod is then ``Failed``
+            with reason ``Evicted``, whatever its restart policy.
     """
     spec = pod.get("spec") or {}
-    phase = pod_phase(spec.get("restartPolicy") or "Always", states, started)
+    phase = "Failed" if evicted else pod_phase(spec.get("restartPolicy") or "Always", states, started)
     ready = phase == "Running" and all(s.state == "running" for s in states)
     terminal = phase in ("Succeeded", "Failed")
     stamp = rfc3339(now)
@@ -149,8 +154,8 @@ def pod_status(
     not_ready_reason = "PodCompleted" if terminal else "ContainersNotReady"
     return {
         "phase": phase,
-        "message": message or None,
-        "reason": None,
+        "message": evicted or message or None,
+        "reason": EVICTED if evicted else None,
         "hostIP": host_ip,
         "podIP": pod_ip,
         "podIPs": [{"ip": pod_ip}] if pod_ip else None,

@@ -14,6 +14,7 @@ import datetime
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import urllib3
 from kubernetes import client
+from kubernetes.client.exceptions import ApiTypeError
 from kubernetes.client.rest import ApiException
 
-from kubelab.devcluster import netns, pidfile
+from kubelab.devcluster import eviction, netns, pidfile
 from kubelab.devcluster.kubeletapi import LogNotFound, LogSource
 from kubelab.devcluster.logfile import LogWriter
 from kubelab.devcluster.nodes import node_resources
@@ -42,6 +44,19 @@ log = logging.getLogger(__name__)
 SIMULATE_ANNOTATION = "kubelab.io/simulate"
 STRATEGIC = "application/strategic-merge-patch+json"
 MAX_BACKOFF = 10.0
+
+
+def patch_strategic(method: Any, *args: Any) -> Any:
+    """Call a generated ``patch_*`` method so that it sends a strategic-merge patch.
+
+    Clients that take ``_content_type`` default to JSON-patch and need it; older ones (the
+    Kubeflow SDK pins ``kubernetes<36``) refuse the keyword and send a dict body as a
+    strategic-merge patch by themselves.
+    """
+    try:
+        return method(*args, _content_type=STRATEGIC)
+    except ApiTypeError:
+        return method(*args)
 
 
 def now() -> datetime.datetime:
@@ -102,6 +117,7 @@ class PodRunner:
         self.parked = False
         self.shutting_down = False
         self.status_stale = False
+        self.evicted: str | None = None
         self.finished = threading.Event()
         self.wake = threading.Event()
         self.lock = threading.Lock()
@@ -206,6 +222,8 @@ class PodRunner:
         try:
             if not self.gone:
                 self._delete_object()
+            # Gone from the node, as the kubelet removes a deleted pod's volumes: only the logs stay.
+            self._remove_writable(volumes=True)
         except Exception:  # noqa: BLE001 - pool/thread top level: log and still release
             log.exception("pod %s/%s: final delete failed", self.namespace, self.name)
         finally:
@@ -267,7 +285,8 @@ class PodRunner:
             main.reason, main.message, main.finished_at = exit_reason(code), "", now()
             for other in self.states[1:]:
                 other.state, other.exit_code, other.reason, other.finished_at = "terminated", code, main.reason, now()
-            if self.deleting or self.shutting_down:
+            if self.deleting or self.shutting_down or self.evicted:
+                # An evicted pod is Failed whatever its restartPolicy, as the kubelet leaves it.
                 break
             policy = self._restart_policy()
             if policy == "Never" or (policy == "OnFailure" and code == 0):
@@ -284,6 +303,9 @@ class PodRunner:
             self._patch_status()
             self.wake.wait(delay)
             self.wake.clear()
+        if self.evicted:
+            # Reclaim the space at once: freeing the node's disk is what the eviction is for.
+            self._remove_writable(volumes=True)
         self._patch_status()
 
     def _prepare(self) -> Path:
@@ -313,8 +335,14 @@ class PodRunner:
             self.agent.claim_path(self.namespace),
         )
         mounts = mount_plan(container, volume_paths, env)
+        # A fresh writable layer and /tmp for every start, as a new container gets.
+        self._remove_writable(volumes=False)
+        (self.dir / "rootfs").mkdir(exist_ok=True)
+        (self.dir / "tmp").mkdir(exist_ok=True)
+        (self.dir / "tmp").chmod(0o1777)
         spec = {
             "argv": argv, "env": env, "cwd": container.get("workingDir"), "hostname": hostname[:63],
+            "rootfs": str(self.dir / "rootfs"), "tmp": str(self.dir / "tmp"),
             "mounts": [{"source": m.source, "target": m.target, "read_only": m.read_only} for m in mounts],
         }
         path = self.dir / "launch.json"
@@ -358,8 +386,14 @@ class PodRunner:
         ]
         for r in readers:
             r.start()
+        exited = threading.Event()
+        limits = eviction.storage_limits(self.pod)
+        if limits:
+            threading.Thread(target=self._watch_storage, args=(proc, limits, exited), daemon=True,
+                             name=f"storage-{self.namespace}/{self.name}").start()
         # Wait without reaping, so the group id stays ours while we kill what the process left behind.
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        exited.set()
         netns.kill_process_group(proc.pid, start)
         status = proc.wait()
         for r in readers:
@@ -371,6 +405,28 @@ class PodRunner:
         if status < 0:
             return 128 - status, -status
         return status, None
+
+    def _watch_storage(self, proc: subprocess.Popen[bytes], limits: eviction.StorageLimits,
+                       exited: threading.Event) -> None:
+        """Evict the pod once its emptyDirs or writable layer exceed their limits (the kubelet's rule)."""
+        while not exited.wait(eviction.CHECK_SECONDS):
+            message = eviction.measure(limits, self.dir)
+            if message is None:
+                continue
+            with self.lock:
+                if exited.is_set() or self.deleting or self.shutting_down:
+                    return
+                self.evicted = message
+            log.info("pod %s/%s: evicted: %s", self.namespace, self.name, message)
+            self._event(eviction.REASON, message, "Warning")
+            # evictPod uses a grace period of 0: the process group is killed at once.
+            self._signal_group(proc.pid, signal.SIGKILL)
+            return
+
+    def _remove_writable(self, volumes: bool) -> None:
+        """Remove the pod's writable layer and /tmp (and, with ``volumes``, its volume folders)."""
+        for sub in ("rootfs", "tmp", *(("volumes",) if volumes else ())):
+            shutil.rmtree(self.dir / sub, ignore_errors=True)
 
     @staticmethod
     def _pump(stream: Any, name: str, writer: LogWriter) -> None:
@@ -460,12 +516,11 @@ class PodRunner:
         if self.gone:
             return
         status = pod_status(self.pod, self.states, self.ip, self.agent.host_ip, self.start_time, self.started,
-                            now(), message)
+                            now(), message, evicted=self.evicted)
         self.status_stale = True
         try:
-            self.agent.core.patch_namespaced_pod_status(
-                self.name, self.namespace, {"status": status}, _content_type=STRATEGIC
-            )
+            patch_strategic(self.agent.core.patch_namespaced_pod_status, self.name, self.namespace,
+                            {"status": status})
             self.status_stale = False
         except ApiException as e:
             if e.status == 404:

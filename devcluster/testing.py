@@ -58,6 +58,35 @@ def python_pod(
     }
 
 
+def bound_claim(core: client.CoreV1Api, namespace: str, name: str, mode: str = "ReadWriteOnce",
+                size: str = "1Gi", timeout: float = 30) -> client.V1PersistentVolumeClaim:
+    """Create a claim of the default StorageClass and return it once it is Bound.
+
+    Raises:
+        TimeoutError: It did not bind in time.
+    """
+    core.create_namespaced_persistent_volume_claim(namespace, {
+        "metadata": {"name": name},
+        "spec": {"accessModes": [mode], "resources": {"requests": {"storage": size}}},
+    })
+
+    def bound() -> client.V1PersistentVolumeClaim | None:
+        pvc = core.read_namespaced_persistent_volume_claim(name, namespace)
+        return pvc if pvc.status.phase == "Bound" else None
+
+    return wait_for(bound, timeout, f"claim {namespace}/{name} to bind")
+
+
+def pod_log(core: client.CoreV1Api, namespace: str, name: str, **params: Any) -> str:
+    """A container's log as text (``read_namespaced_pod_log`` parameters).
+
+    Read raw: clients before v36 (the Kubeflow SDK pins ``kubernetes<36``) decode a log that
+    looks like JSON and hand back the Python repr of the object.
+    """
+    resp = core.read_namespaced_pod_log(name, namespace, _preload_content=False, **params)
+    return resp.data.decode()
+
+
 def pod_phase(core: client.CoreV1Api, namespace: str, name: str) -> str | None:
     """The pod's phase, or None when it does not exist."""
     try:

@@ -17,7 +17,7 @@ from kubernetes import client
 from kubelab.devcluster import pidfile
 from kubelab.devcluster.netns import sandbox_names
 from kubelab.devcluster.settings import load_instance
-from kubelab.devcluster.testing import python_pod, wait_for, wait_pod_gone, wait_pod_phase
+from kubelab.devcluster.testing import bound_claim, pod_log, python_pod, wait_for, wait_pod_gone, wait_pod_phase
 
 pytestmark = pytest.mark.integration
 KUBECTL = str(Path(sys.prefix) / "bin" / "kubectl")
@@ -54,7 +54,9 @@ def test_two_http_servers_on_one_port_each_answer_at_their_own_address(core, nam
     for name in ("web-a", "web-b"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "whoami.txt").write_text(name)
-        pod = python_pod(name, server, container={"workingDir": str(tmp_path / name)})
+        # The pod sees the host's folder only through a volume: its /tmp is its own.
+        pod = python_pod(name, server, volumes=[{"name": "www", "hostPath": {"path": str(tmp_path / name)}}],
+                         container={"workingDir": "/srv/www", "volumeMounts": [{"name": "www", "mountPath": "/srv/www"}]})
         core.create_namespaced_pod(namespace, pod)
     for name in ("web-a", "web-b"):
         pod = wait_pod_phase(core, namespace, name, ("Running",))
@@ -115,11 +117,11 @@ def test_logs_through_kubectl_and_python_client(core, namespace, cluster):
     assert first_at is not None and first_at[1] == "Running", "first bytes should stream before the pod ends"
     wait_pod_phase(core, namespace, "talker", ("Succeeded",))
 
-    assert core.read_namespaced_pod_log("talker", namespace) == expected
-    assert core.read_namespaced_pod_log("talker", namespace, follow=True) == expected
-    assert core.read_namespaced_pod_log("talker", namespace, tail_lines=2) == "line 3\nline 4\n"
-    assert core.read_namespaced_pod_log("talker", namespace, limit_bytes=9) == "line 0\nli"
-    stamped = core.read_namespaced_pod_log("talker", namespace, timestamps=True).splitlines()
+    assert pod_log(core, namespace, "talker") == expected
+    assert pod_log(core, namespace, "talker", follow=True) == expected
+    assert pod_log(core, namespace, "talker", tail_lines=2) == "line 3\nline 4\n"
+    assert pod_log(core, namespace, "talker", limit_bytes=9) == "line 0\nli"
+    stamped = pod_log(core, namespace, "talker", timestamps=True).splitlines()
     assert len(stamped) == 5 and stamped[0].endswith(" line 0") and stamped[0][:4].isdigit()
 
     plain = kubectl("logs", "-n", namespace, "talker", kubeconfig=cluster.kubeconfig)
@@ -146,13 +148,7 @@ def test_kubectl_logs_follow_streams_until_exit(core, namespace, cluster):
 
 
 def test_claim_binds_and_data_persists_to_a_later_pod(core, namespace):
-    core.create_namespaced_persistent_volume_claim(namespace, {
-        "metadata": {"name": "home"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-    })
-    wait_for(lambda: core.read_namespaced_persistent_volume_claim("home", namespace).status.phase == "Bound",
-             30, "claim home to bind")
-    claim = core.read_namespaced_persistent_volume_claim("home", namespace)
+    claim = bound_claim(core, namespace, "home")
     assert claim.spec.storage_class_name == "kubelab-local"
     mount = f"/mnt/kubelab-test-{namespace}"
     volume = {"volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "home"}}],
@@ -163,9 +159,9 @@ def test_claim_binds_and_data_persists_to_a_later_pod(core, namespace):
     reader = python_pod("reader", f"print(open('{mount}/note.txt').read())", **json.loads(json.dumps(volume)))
     core.create_namespaced_pod(namespace, reader)
     wait_pod_phase(core, namespace, "reader", ("Succeeded",))
-    assert core.read_namespaced_pod_log("reader", namespace) == "kept\n"
-    # The bind mount lived in the pod's own mount namespace only.
-    assert not Path(mount, "note.txt").exists()
+    assert pod_log(core, namespace, "reader") == "kept\n"
+    # The bind mount, and the mount point itself, lived in the pod's own view only.
+    assert not Path(mount).exists()
 
 
 def test_pods_under_headless_service_reach_each_other_by_hostname_subdomain(core, namespace):
@@ -197,19 +193,21 @@ def test_pods_under_headless_service_reach_each_other_by_hostname_subdomain(core
     for me, peer in (("rank0", "rank1"), ("rank1", "rank0")):
         wait_pod_phase(core, namespace, me, ("Succeeded",), timeout=90)
         # The other rank's request also shows in this log (http.server logs to stderr).
-        assert f"reached {peer}\n" in core.read_namespaced_pod_log(me, namespace)
+        assert f"reached {peer}\n" in pod_log(core, namespace, me)
 
 
 def test_deleting_a_pod_sends_sigterm_then_removes_it(core, namespace, tmp_path):
     marker = tmp_path / "terminated"
     code = (
         "import signal, sys, time\n"
-        f"def bye(*_):\n    open({str(marker)!r}, 'w').write('SIGTERM')\n    sys.exit(0)\n"
+        "def bye(*_):\n    open('/out/terminated', 'w').write('SIGTERM')\n    sys.exit(0)\n"
         "signal.signal(signal.SIGTERM, bye)\nprint('ready', flush=True)\ntime.sleep(600)\n"
     )
-    core.create_namespaced_pod(namespace, python_pod("graceful", code))
+    core.create_namespaced_pod(namespace, python_pod(
+        "graceful", code, volumes=[{"name": "out", "hostPath": {"path": str(tmp_path)}}],
+        container={"volumeMounts": [{"name": "out", "mountPath": "/out"}]}))
     wait_pod_phase(core, namespace, "graceful", ("Running",))
-    wait_for(lambda: core.read_namespaced_pod_log("graceful", namespace) == "ready\n", 20, "handler installed")
+    wait_for(lambda: pod_log(core, namespace, "graceful") == "ready\n", 20, "handler installed")
     started = time.monotonic()
     core.delete_namespaced_pod("graceful", namespace, grace_period_seconds=30)
     wait_pod_gone(core, namespace, "graceful", timeout=30)
@@ -221,7 +219,7 @@ def test_process_ignoring_sigterm_is_killed_after_grace_period(core, namespace, 
     code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(600)\n"
     pod = core.create_namespaced_pod(namespace, python_pod("stubborn", code))
     wait_pod_phase(core, namespace, "stubborn", ("Running",))
-    wait_for(lambda: core.read_namespaced_pod_log("stubborn", namespace) == "ready\n", 20, "handler installed")
+    wait_for(lambda: pod_log(core, namespace, "stubborn") == "ready\n", 20, "handler installed")
     pid_file = next((cluster.state / "agent" / "pods").glob(f"{namespace}_stubborn_{pod.metadata.uid}")) / "pid"
     pid, start = pidfile.read(pid_file)
     started = time.monotonic()
@@ -263,7 +261,7 @@ def test_tolerating_gpu_pod_lands_on_gpu_node_with_its_own_devices(core, namespa
         # Generous: on the shared devcluster other suites' pods may hold the node's GPUs for a while.
         pod = wait_pod_phase(core, namespace, name, ("Succeeded",), timeout=180)
         assert pod.spec.node_name == "kubelab-gpu-a100"
-        cuda, nvidia = core.read_namespaced_pod_log(name, namespace).split()
+        cuda, nvidia = pod_log(core, namespace, name).split()
         assert cuda == nvidia and len(cuda.split(",")) == count
         seen.add(cuda)
     node = client.CoreV1Api(core.api_client).read_node("kubelab-gpu-a100")
@@ -292,7 +290,7 @@ def test_env_value_from_and_env_from(core, namespace):
     })
     core.create_namespaced_pod(namespace, pod)
     done = wait_pod_phase(core, namespace, "envy", ("Succeeded",))
-    seen = json.loads(core.read_namespaced_pod_log("envy", namespace))
+    seen = json.loads(pod_log(core, namespace, "envy"))
     assert {k: seen[k] for k in ("POD_NAME", "POD_NS", "NODE", "ROLE", "COLOR", "TOKEN", "MEM_MI", "GREETING")} == {
         "POD_NAME": "envy", "POD_NS": namespace, "NODE": "kubelab-cpu", "ROLE": "worker", "COLOR": "blue",
         "TOKEN": "s3cret", "MEM_MI": "256", "GREETING": "hi envy",
@@ -327,25 +325,27 @@ def test_config_map_secret_and_empty_dir_volumes(core, namespace):
     ]})
     core.create_namespaced_pod(namespace, pod)
     wait_pod_phase(core, namespace, "vols", ("Succeeded",))
-    seen = json.loads(core.read_namespaced_pod_log("vols", namespace))
+    seen = json.loads(pod_log(core, namespace, "vols"))
     assert seen == {"conf": ["renamed.conf"], "renamed": "A", "single": "B", "secret": "xyz", "scratch": []}
 
 
-def test_on_failure_restarts_and_previous_logs(core, namespace, tmp_path):
-    flag = tmp_path / "second-run"
+def test_on_failure_restarts_and_previous_logs(core, namespace):
+    # The flag lives in an emptyDir, which outlives container restarts (the container's /tmp does not).
     code = (
         "import os, sys\n"
-        f"f = {str(flag)!r}\n"
-        "if os.path.exists(f):\n    print('second'); sys.exit(0)\n"
-        "open(f, 'w').close(); print('first'); sys.exit(1)\n"
+        "f = '/state/second-run'\n"
+        "if os.path.exists(f) and not os.path.exists('/tmp/first-run'):\n    print('second'); sys.exit(0)\n"
+        "open(f, 'w').close(); open('/tmp/first-run', 'w').close(); print('first'); sys.exit(1)\n"
     )
-    core.create_namespaced_pod(namespace, python_pod("flaky", code, restart_policy="OnFailure"))
+    core.create_namespaced_pod(namespace, python_pod(
+        "flaky", code, restart_policy="OnFailure", volumes=[{"name": "state", "emptyDir": {}}],
+        container={"volumeMounts": [{"name": "state", "mountPath": "/state"}]}))
     pod = wait_pod_phase(core, namespace, "flaky", ("Succeeded",))
     status = pod.status.container_statuses[0]
     assert status.restart_count == 1
     assert status.last_state.terminated.exit_code == 1
-    assert core.read_namespaced_pod_log("flaky", namespace) == "second\n"
-    assert core.read_namespaced_pod_log("flaky", namespace, previous=True) == "first\n"
+    assert pod_log(core, namespace, "flaky") == "second\n"
+    assert pod_log(core, namespace, "flaky", previous=True) == "first\n"
 
 
 def test_simulated_pod_runs_without_a_process(core, namespace, cluster):
