@@ -4,7 +4,7 @@ The operator creates the pods and a Service per pod (``<name>-<type>-<index>``);
 still runs the kubelab entrypoint in every pod so that one CONTRACT env drives all engines. The
 rank comes from the operator's ``training.kubeflow.org/replica-index`` label through the downward
 API, plus ``KUBELAB_RANK_OFFSET`` for replica types after the first (PyTorchJob Workers follow the
-Master; MPIJob Workers follow the Launcher).
+Master; MPIJob Workers follow the Launcher, which is rank 0 and a node itself).
 """
 
 from __future__ import annotations
@@ -100,16 +100,15 @@ def make_training_job(spec: JobSpec, ctx: BuildContext, files_configmap: str | N
             "Worker": _replica(spec, ctx, kind, spec.workers, env_for(0, peers, spec.workers), files_configmap),
         }}
     else:
-        # The launcher is rank 0 and runs mpirun over the workers (ranks 1..W), which run sshd.
-        peers = [f"{name}-worker-{i}" for i in range(spec.workers)]
-        launcher_env = contract_env(spec, ctx, rank=0, peers=peers)
-        body = {
-            "slotsPerWorker": spec.nprocs,
-            "mpiReplicaSpecs": {
-                "Launcher": _replica(spec, ctx, kind, 1, launcher_env, files_configmap),
-                "Worker": _replica(spec, ctx, kind, spec.workers, env_for(1, peers, spec.workers), files_configmap),
-            },
-        }
+        # The launcher is rank 0: it runs mpirun and, like the plain engine's rank 0 (and Trainer's
+        # runLauncherAsNode), ranks of its own; the W-1 Workers (ranks 1..W-1) run sshd.
+        peers = [f"{name}-launcher-0"] + [f"{name}-worker-{i}" for i in range(spec.workers - 1)]
+        specs = {"Launcher": _replica(spec, ctx, kind, 1, contract_env(spec, ctx, rank=0, peers=peers),
+                                      files_configmap)}
+        if spec.workers > 1:
+            specs["Worker"] = _replica(spec, ctx, kind, spec.workers - 1, env_for(1, peers, spec.workers),
+                                       files_configmap)
+        body = {"slotsPerWorker": spec.nprocs, "mpiReplicaSpecs": specs}
     body["runPolicy"] = run_policy
     return {
         "apiVersion": API_VERSION,

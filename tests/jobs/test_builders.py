@@ -201,7 +201,7 @@ def test_kueue_label_and_suspended_when_a_queue_is_set(engine: str, pick: Any, s
 KUBEFLOW_CASES = [
     pytest.param("pytorch", "PyTorchJob", "pytorchReplicaSpecs", {"Master": 1, "Worker": 2}, "pytorch", id="pytorch"),
     pytest.param("tensorflow", "TFJob", "tfReplicaSpecs", {"Worker": 3}, "tensorflow", id="tensorflow"),
-    pytest.param("mpi", "MPIJob", "mpiReplicaSpecs", {"Launcher": 1, "Worker": 3}, "mpi", id="mpi"),
+    pytest.param("mpi", "MPIJob", "mpiReplicaSpecs", {"Launcher": 1, "Worker": 2}, "mpi", id="mpi"),
 ]
 
 
