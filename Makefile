@@ -1,6 +1,6 @@
 # kubelab: the two commands of the README are `make demo` and `make test`.
 # Each target installs what it needs; heavy one-time artefacts (the Kubernetes
-# control-plane binaries, the OIDC provider's node_modules) live in $(KUBELAB_CACHE),
+# control-plane binaries, the OIDC provider's and the proxy's node_modules) live in $(KUBELAB_CACHE),
 # outside the repo and keyed by version, so later runs reuse them.
 
 SHELL := /bin/bash
@@ -12,10 +12,10 @@ K8S_BIN := $(KUBELAB_CACHE)/k8s-v1.20.2/bin
 PYTEST_ARGS ?=
 
 # Debian packages: etcd for the control plane, iproute2 for pod network namespaces,
-# chromium for browser tests, nodejs/npm for the local OIDC provider, python3-venv for .venv.
+# chromium for browser tests, nodejs/npm for the local OIDC provider and the proxy, python3-venv for .venv.
 APT_PACKAGES := etcd-server openssl iproute2 util-linux procps chromium fonts-dejavu-core python3-venv ca-certificates
 
-.PHONY: help setup system venv oidc controlplane test lint unit demo bench images docs clean
+.PHONY: help setup system venv oidc proxy controlplane test lint unit demo bench images docs clean
 
 help:
 	@echo "make demo   - install what is needed, start the local cluster, OIDC provider and hub"
@@ -23,7 +23,7 @@ help:
 	@echo "make bench  - run the benchmarks in benchmarks/ and print their figures"
 	@echo "make images - build the container images (needs docker or podman)"
 
-setup: system venv oidc controlplane
+setup: system venv oidc proxy controlplane
 
 # One stamp per apt package list, so a second run does not call apt at all.
 system: $(KUBELAB_CACHE)/.apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
@@ -49,6 +49,11 @@ $(VENV)/.installed: setup.py
 oidc: venv
 	@bash hub_config/oidc/install.sh
 
+# The npm configurable-http-proxy (the proxy z2jh runs; it streams spawn progress), pinned in
+# hub_config/chp/package-lock.json, for the demo and the tests.
+proxy: system
+	@bash hub_config/chp/install.sh >/dev/null
+
 # Built once from Debian's source package (about 7 minutes on 2 cores), then reused.
 controlplane: system
 	@[ -x $(K8S_BIN)/kube-apiserver ] && echo "[setup] control plane: cached in $(K8S_BIN)" || \
@@ -62,7 +67,7 @@ lint: venv
 test: setup lint
 	KUBELAB_STOP_CLUSTER=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-unit: venv oidc
+unit: venv oidc proxy
 	$(BIN)/python -m pytest -m "not integration and not browser" $(PYTEST_ARGS)
 
 demo: setup

