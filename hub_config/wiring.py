@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from kubelab.core.catalogue import EXAMPLE_PATH, Catalogue, CatalogueError, load
 from kubelab.hub_config import logredact
 from kubelab.hub_config.auth import HubConfigError, configure_auth
 from kubelab.hub_config.culling import idle_culler_service
+from kubelab.hub_config.proxy import ProxyNotInstalled, chp_command
 from kubelab.hub_config.scopes import configure_jobs
 
 log = logging.getLogger("JupyterHub")
@@ -98,10 +98,19 @@ def configure_templates(c: Config, catalogue: Catalogue) -> None:
 
 
 def configure_proxy(c: Config) -> None:
-    """Use the configurable-http-proxy installed next to this Python, when there is one."""
-    chp = Path(sys.executable).parent / "configurable-http-proxy"
-    if chp.exists() and "command" not in c.ConfigurableHTTPProxy:
-        c.ConfigurableHTTPProxy.command = [str(chp)]
+    """Run the npm configurable-http-proxy that ``make proxy`` installs, the one z2jh runs.
+
+    It streams event streams (spawn progress) as they happen, where the Python port buffers them.
+    Left alone: a proxy command set already (the test harness, a z2jh config) and a proxy the hub
+    does not start (the chart's own proxy). Without the install JupyterHub's default stays:
+    ``configurable-http-proxy`` from ``PATH``, as in a hub image with the npm package.
+    """
+    if "command" in c.ConfigurableHTTPProxy or c.ConfigurableHTTPProxy.get("should_start", True) is False:
+        return
+    try:
+        c.ConfigurableHTTPProxy.command = chp_command()
+    except ProxyNotInstalled as e:
+        log.info("%s; using configurable-http-proxy from PATH", e)
 
 
 #: ``c.JupyterHub`` list settings that several parts of the platform add to.
