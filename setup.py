@@ -29,7 +29,8 @@ setup(
                                "chp/*.json", "chp/*.sh"],
         "kubelab.spawner": ["templates/*.html", "static/*"],
         "kubelab.devcluster": ["*.sh"],
-        "kubelab.jobs": ["*.yaml"],
+        "kubelab.jobs": ["*.yaml", "templates/*.html"],
+        "kubelab.jobs.examples": ["*.ipynb"],
     },
     include_package_data=True,
     install_requires=[
@@ -47,11 +48,21 @@ setup(
         "cryptography>=41",
     ],
     extras_require={
-        # What a notebook image needs for the launcher widget and JobClient.
-        "notebook": ["ipywidgets>=8.1,<9", "jupyterlab>=4.2,<5"],
+        # What a notebook image needs for the launcher widget and JobClient. bqplot draws the live
+        # training curves (docs/widgets.md says why); jupyter-server-proxy and tensorboard let the
+        # job view open TensorBoard inside the user's own server, behind the hub's login.
+        "notebook": ["ipywidgets>=8.1,<9", "jupyterlab>=4.2,<5", "bqplot>=0.12,<0.14",
+                     "jupyter-server-proxy>=4.1,<5", "tensorboard>=2.14,<3"],
         "test": [
             "ipywidgets>=8.1,<9",
             "jupyterlab>=4.2,<5",
+            "bqplot>=0.12,<0.14",
+            "jupyter-server-proxy>=4.1,<5",
+            "tensorboard>=2.14,<3",
+            # The metrics adapters are tested against the real frameworks (tiny models, nothing downloaded).
+            "transformers>=4.40,<6",
+            "accelerate>=0.26,<2",
+            "lightning>=2.2,<3",
             "pytest>=8,<10",
             "pytest-asyncio>=0.23,<2",
             "pytest-timeout>=2.3,<3",

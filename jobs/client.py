@@ -96,6 +96,7 @@ class JobClient:
             raise TypeError("give either a spec or keyword fields, not both")
         elif not isinstance(spec, JobSpec):
             spec = JobSpec.from_dict(spec)
+        self.backend.check_script(spec)  # before anything starts: a missing script fails every rank
         return self.backend.submit(spec)
 
     def list(self, all_users: bool = False) -> list[JobStatus]:
@@ -119,12 +120,38 @@ class JobClient:
         return self.backend.logs(name, rank=rank, follow=follow, tail=tail)
 
     def cancel(self, name: str) -> None:
-        """Stop the job and remove everything it created.
+        """Stop the job. It stays listed (Cancelled) with its logs and metrics until :meth:`delete`.
 
         Raises:
             KeyError: You have no job of that name.
         """
         self.backend.cancel(name)
+
+    def delete(self, name: str) -> None:
+        """Remove the job and everything it created, stopping it first if it still runs.
+
+        Raises:
+            KeyError: You have no job of that name.
+        """
+        self.backend.delete(name)
+
+    def metrics(self, name: str) -> dict[str, Any]:
+        """The job's training curves, as logged by ``kubelab.jobs.metrics.log`` on each rank:
+        ``{"series": [{"rank": 0, "name": "loss", "steps": [...], "values": [...]}, ...], ...}``;
+        ``"message"`` says so when the job has logged none.
+
+        Raises:
+            KeyError: You have no job of that name.
+        """
+        return self.backend.metrics(name)
+
+    def follow_metrics(self, name: str, seq: int = 0) -> Iterator[dict[str, Any]]:
+        """New metric points as they arrive until the job ends (see ``JobBackend.follow_metrics``).
+
+        Raises:
+            KeyError: You have no job of that name.
+        """
+        return self.backend.follow_metrics(name, seq)
 
     def wait(
         self,

@@ -13,6 +13,12 @@ backend's ``options()`` (policy lives in one place, on the server, as with dask-
   The service answers from its watch-backed cache, so no poll is a LIST against the API server.
 - **ipywidgets is imported lazily**; without it the launcher still renders as HTML
   (``_repr_html_``: options and the job list), like dask's ``Cluster``.
+- **Curves**: the chosen job's metrics (``kubelab.jobs.metrics.log`` in the script) are followed
+  in a thread (one streamed request on the hub; at most one read a second locally) and drawn
+  by bqplot (:mod:`kubelab.widgets.charts`) at most once a second; the table shows the latest
+  values of every job whose metrics this view has seen.
+- **Logs**: the pane shows only the script's own lines by default (the launcher's and torchrun's
+  are hidden, :func:`kubelab.jobs.explain.user_lines`); "All lines" shows the raw log.
 """
 
 from __future__ import annotations
@@ -29,8 +35,11 @@ from typing import Any
 
 from kubelab.jobs.backends.base import JobBackend
 from kubelab.jobs.client import JobClient
+from kubelab.jobs.explain import user_lines
 from kubelab.jobs.spec import FRAMEWORKS, JobSpec, JobSpecError, JobStatus
+from kubelab.widgets.charts import MetricCharts, MetricSeries
 from kubelab.widgets.views import (
+    default_image_for,
     gpu_class_label,
     job_detail_html,
     jobs_table_html,
@@ -86,6 +95,9 @@ class JobLauncher:
         max_refresh_interval: The slowest poll, reached by backing off while nothing changes or
             while the service fails.
         auto_refresh: Poll in a background thread; tests turn it off and call :meth:`refresh`.
+        script: Preset of the form's script (e.g. ``"kubelab-examples/ddp_train.py"``).
+        workers: Preset of the form's workers.
+        args: Preset of the form's arguments.
         **backend_options: Passed to the backend when one is made from a name.
     """
 
@@ -97,6 +109,9 @@ class JobLauncher:
         refresh_interval: float = 2.0,
         max_refresh_interval: float = 30.0,
         auto_refresh: bool = True,
+        script: str | None = None,
+        workers: int | None = None,
+        args: str | None = None,
         **backend_options: Any,
     ) -> None:
         self.client = client or JobClient(backend, **backend_options)
@@ -113,6 +128,12 @@ class JobLauncher:
         self._log_thread: threading.Thread | None = None
         self._log_lines: deque[str] = deque(maxlen=LOG_LINES)
         self._quiet = 0  # > 0 while the launcher itself changes a dropdown; observers then do nothing
+        self._presets = {"script": script, "workers": workers, "args": args}
+        self._metrics_generation = 0
+        self._metrics_thread: threading.Thread | None = None
+        self.metric_series = MetricSeries()
+        #: Latest metric values per job name, as this view has seen them (the table's last column).
+        self.latest: dict[str, dict[str, float]] = {}
         try:
             import ipywidgets as widgets
         except ImportError:
@@ -121,6 +142,9 @@ class JobLauncher:
         self._load_options()
         if widgets is not None:
             self._build(widgets)
+            for key, value in self._presets.items():
+                if value is not None:
+                    getattr(self, key).value = value
         self.refresh()
         if auto_refresh and widgets is not None:
             self._poller = threading.Thread(target=self._poll_loop, name="kubelab-launcher-refresh", daemon=True)
@@ -152,6 +176,7 @@ class JobLauncher:
         self._closed.set()
         self._wake.set()
         self._log_generation += 1
+        self._metrics_generation += 1
         if self._widgets is not None:
             self.widget.close()
 
@@ -183,8 +208,18 @@ class JobLauncher:
         self.rank_select = widgets.Dropdown(description="Rank", style=style, layout=widgets.Layout(width="16em"))
         self.cancel_button = widgets.Button(description="Cancel job", button_style="danger", icon="stop",
                                             disabled=True)  # enabled once a job is chosen
+        self.delete_button = widgets.Button(description="Delete job", icon="trash", disabled=True,
+                                            tooltip="remove the job with its logs and metrics")
         self.detail = widgets.HTML()
+        self.log_filter = widgets.ToggleButtons(options=[("Your lines", "own"), ("All lines", "all")], value="own",
+                                                tooltips=["only what your script printed",
+                                                          "also the launcher's and torchrun's lines"],
+                                                style={"button_width": "7em"})
         self.logs_view = widgets.HTML(layout=widgets.Layout(max_height="24em", overflow="auto", border="1px solid #ddd"))
+        try:
+            self.charts: MetricCharts | None = MetricCharts(widgets)
+        except ImportError:  # bqplot missing: the latest values still show in the table
+            self.charts = None
 
         self._fill_form()
         self.framework.observe(self._on_framework, names="value")
@@ -194,8 +229,10 @@ class JobLauncher:
         self.submit_button.on_click(self._on_submit)
         self.refresh_button.on_click(self._on_refresh)
         self.cancel_button.on_click(self._on_cancel)
+        self.delete_button.on_click(self._on_delete)
         self.job_select.observe(self._on_job_select, names="value")
         self.rank_select.observe(self._on_rank_select, names="value")
+        self.log_filter.observe(lambda _change: self._set_logs(self._log_lines), names="value")
 
         form = widgets.VBox([
             self.header, self.name, self.framework, self.script, self.args, self.workers,
@@ -204,7 +241,9 @@ class JobLauncher:
         ])
         jobs = widgets.VBox([widgets.HBox([self.refresh_button, self.refresh_note]), self.table])
         detail = widgets.VBox([
-            widgets.HBox([self.job_select, self.rank_select, self.cancel_button]), self.detail, self.logs_view,
+            widgets.HBox([self.job_select, self.rank_select, self.cancel_button, self.delete_button]), self.detail,
+            *([self.charts.box] if self.charts is not None else []),
+            widgets.HBox([widgets.HTML("<b>Log</b>&nbsp;"), self.log_filter]), self.logs_view,
         ])
         self.widget = widgets.VBox([
             form, widgets.HTML("<h4>Your jobs</h4>"), jobs, widgets.HTML("<h4>Job</h4>"), detail,
@@ -232,8 +271,7 @@ class JobLauncher:
         self.image.options = [("the notebook's image", "")] + [
             (str(i.get("display_name") or i["key"]), i["key"]) for i in options.get("images") or []
         ]
-        self.image.value = options.get("default_image") if options.get("default_image") in \
-            [v for _, v in self.image.options] else ""
+        self.image.value = default_image_for(self.framework.value, options)
         self._on_gpu_class()
         self._on_framework()
 
@@ -246,6 +284,8 @@ class JobLauncher:
         # A fresh default name per framework, unless the user typed their own.
         if not self.name.value or (change and self.name.value.startswith(f"{change.get('old')}-")):
             self.name.value = self._new_name()
+        if change is not None:
+            self.image.value = default_image_for(self.framework.value, self.options)
 
     def _gpu_class_options(self, key: str | None) -> dict[str, Any]:
         for g in self.options.get("gpu_classes") or []:
@@ -314,8 +354,18 @@ class JobLauncher:
 
     def _on_cancel(self, _button: Any = None) -> None:
         self._run(self.cancel_button, self._cancel_selected)
-        # Re-enabled by _run; there is nothing to cancel once the job is gone.
-        self.cancel_button.disabled = self.job_select.value is None
+        self._update_buttons()
+
+    def _on_delete(self, _button: Any = None) -> None:
+        self._run(self.delete_button, self._delete_selected)
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        """Cancel only a job that still runs; delete any chosen job."""
+        name = self.job_select.value
+        job = next((j for j in self.jobs if j.name == name), None)
+        self.cancel_button.disabled = job is None or job.done
+        self.delete_button.disabled = name is None
 
     def _on_job_select(self, change: dict[str, Any] | None = None) -> None:
         if not self._quiet:
@@ -379,6 +429,15 @@ class JobLauncher:
         print(f"Cancelled job {name}")
         self._refresh_now()
 
+    def _delete_selected(self) -> None:
+        name = self.job_select.value
+        if not name:
+            raise KeyError("no job selected")
+        self.client.delete(name)
+        self.latest.pop(name, None)
+        print(f"Deleted job {name}")
+        self._refresh_now()
+
     def _refresh_now(self) -> None:
         self._load_options()
         self.refresh()
@@ -394,15 +453,19 @@ class JobLauncher:
 
     def _show_selected(self) -> None:
         name = self.job_select.value
-        self.cancel_button.disabled = name is None
+        self._update_buttons()
         job = next((j for j in self.jobs if j.name == name), None)
         if job is None:
             self.detail.value = ""
             self.rank_select.options = []
             self._set_logs([])
             self._log_generation += 1
+            self._metrics_generation += 1
+            if self.charts is not None:
+                self.charts.clear()
             return
         self.detail.value = job_detail_html(job)
+        self._follow_metrics_of(job.name)
         ranks = list(range(job.workers))
         if list(self.rank_select.options) != ranks:
             with self._quietly():
@@ -443,13 +506,18 @@ class JobLauncher:
         with self._lock:
             changed = [j.to_dict() for j in jobs] != [j.to_dict() for j in self.jobs]
             self.jobs = jobs
+        for job in jobs:
+            latest = getattr(job, "latest", None)  # published by services that keep metrics
+            if latest:
+                self.latest[job.name] = dict(latest)
         if self._widgets is not None:
-            self.table.value = jobs_table_html(jobs)
+            self.table.value = jobs_table_html(jobs, latest=self.latest)
             self._update_job_select()
             name = self.job_select.value
             job = next((j for j in jobs if j.name == name), None)
             if job is not None:
                 self.detail.value = job_detail_html(job)
+            self._update_buttons()
         return changed
 
     def _update_job_select(self) -> None:
@@ -519,9 +587,58 @@ class JobLauncher:
         if self._log_thread is not None:
             self._log_thread.join(timeout)
 
+    # -- metrics ------------------------------------------------------------------------------
+
+    def _follow_metrics_of(self, name: str) -> None:
+        """Follow job ``name``'s metrics in a thread; choosing another job stops it."""
+        if self._metrics_thread is not None and self._metrics_thread.is_alive() and \
+                getattr(self._metrics_thread, "job", None) == name:
+            return
+        self._metrics_generation += 1
+        generation = self._metrics_generation
+        self.metric_series = MetricSeries()
+        if self.charts is not None:
+            self.charts.clear("<i>Waiting for metrics…</i>")
+        thread = threading.Thread(target=self._follow_metrics, args=(name, generation),
+                                  name=f"kubelab-metrics-{name}", daemon=True)
+        thread.job = name  # type: ignore[attr-defined]
+        self._metrics_thread = thread
+        thread.start()
+
+    def _follow_metrics(self, name: str, generation: int) -> None:
+        series = self.metric_series
+        try:
+            for item in self.client.follow_metrics(name):
+                if generation != self._metrics_generation or self._closed.is_set():
+                    return
+                if series.apply(item):
+                    self._show_metrics(name, series, force=bool(item.get("done")))
+            if generation == self._metrics_generation:
+                self._show_metrics(name, series, force=True)
+        except USER_ERRORS as e:
+            if generation == self._metrics_generation and self.charts is not None:
+                self.charts.note.value = f"<i>metrics unavailable: {html.escape(_error_text(e))}</i>"
+
+    def _show_metrics(self, name: str, series: MetricSeries, force: bool = False) -> None:
+        latest = series.latest()
+        if latest and self.latest.get(name) != latest:
+            self.latest[name] = latest
+            if self._widgets is not None:
+                self.table.value = jobs_table_html(self.jobs, latest=self.latest)
+        if self.charts is not None:
+            self.charts.draw(series, force=force or series.done)
+
+    def wait_for_metrics(self, timeout: float | None = None) -> None:
+        """Block until the current metrics follow ends (the job ended); a test and script helper."""
+        if self._metrics_thread is not None:
+            self._metrics_thread.join(timeout)
+
     def _set_logs(self, lines: Any) -> None:
         if self._widgets is None:
             return
+        lines = list(lines)
+        if getattr(self, "log_filter", None) is not None and self.log_filter.value == "own":
+            lines = user_lines(lines)
         text = html.escape("\n".join(lines))
         self.logs_view.value = f"<pre class='kubelab-logs' style='margin:0;padding:4px'>{text}</pre>"
 

@@ -12,7 +12,9 @@ from collections.abc import Iterable, Mapping
 from html import escape
 from typing import Any
 
+from kubelab.jobs.explain import explain
 from kubelab.jobs.spec import JobStatus
+from kubelab.widgets.charts import latest_text
 
 PHASE_COLOURS = {
     "Pending": "#8a6d00",
@@ -22,7 +24,9 @@ PHASE_COLOURS = {
     "Failed": "#b00020",
     "Cancelled": "#616161",
 }
-TABLE_COLUMNS = ("Name", "Framework", "Workers", "Phase (per rank)", "Age", "GPUs")
+TABLE_COLUMNS = ("Name", "Framework", "Workers", "Phase (per rank)", "Age", "GPUs", "Latest")
+#: Words in an image's key or name that mark it as a PyTorch image.
+PYTORCH_WORDS = ("pytorch", "torch")
 
 
 def phase_badge(phase: str, text: str | None = None) -> str:
@@ -62,8 +66,13 @@ def ranks_html(job: JobStatus) -> str:
     return " · ".join(phase_badge(r.phase, f"{r.rank} {r.phase}") for r in job.ranks)
 
 
-def jobs_table_html(jobs: Iterable[JobStatus], now: dt.datetime | None = None) -> str:
-    """The job list: name, framework, workers, phase per rank, age, GPUs."""
+def jobs_table_html(jobs: Iterable[JobStatus], now: dt.datetime | None = None,
+                    latest: Mapping[str, Mapping[str, float]] | None = None) -> str:
+    """The job list: name, framework, workers, phase per rank, age, GPUs, latest metric values.
+
+    Args:
+        latest: Per job name, the newest value of each scalar it logged (``loss 0.031``).
+    """
     jobs = list(jobs)
     head = "".join(f"<th style='text-align:left;padding:2px 8px'>{c}</th>" for c in TABLE_COLUMNS)
     if not jobs:
@@ -78,6 +87,7 @@ def jobs_table_html(jobs: Iterable[JobStatus], now: dt.datetime | None = None) -
                 ranks_html(job),
                 age(job.created, now),
                 escape(gpus_text(job)),
+                f"<span class='kubelab-latest'>{escape(latest_text((latest or {}).get(job.name) or {})) or '-'}</span>",
             )
             tds = "".join(f"<td style='padding:2px 8px'>{c}</td>" for c in cells)
             rows.append(f"<tr class='kubelab-job' data-job='{escape(job.name)}'>{tds}</tr>")
@@ -89,8 +99,14 @@ def job_detail_html(job: JobStatus) -> str:
     """One job: phase, message, each rank (pod, node, exit code), events and a failed rank's last lines."""
     parts = [f"<div class='kubelab-job-detail'><b>{escape(job.name)}</b> {phase_badge(job.phase)} "
              f"<span>({escape(job.engine)}, {escape(job.framework)}, user {escape(job.user)})</span>"]
-    if job.message:
-        parts.append(f"<div>{escape(job.message)}</div>")
+    why = explain(job)
+    if why is not None:
+        # One plain sentence above the raw lines: what went wrong, in the user's terms.
+        colour = "#b00020" if job.phase == "Failed" else "#8a6d00"
+        parts.append(f"<div class='kubelab-explain' data-kind='{escape(why.kind)}' "
+                     f"style='color:{colour};font-weight:600'>{escape(why.sentence)}</div>")
+    if job.message and (why is None or job.phase != "Failed"):
+        parts.append(f"<div class='kubelab-message'>{escape(job.message)}</div>")
     rows = "".join(
         f"<tr><td style='padding:0 8px'>{r.rank}</td><td style='padding:0 8px'>{phase_badge(r.phase)}</td>"
         f"<td style='padding:0 8px'>{escape(r.pod or '-')}</td><td style='padding:0 8px'>{escape(r.node or '-')}</td>"
@@ -121,12 +137,19 @@ def gpu_class_label(gpu_class: Mapping[str, Any]) -> str:
 
 
 def quota_text(options: Mapping[str, Any]) -> str:
-    """The GPU quota line: ``GPU quota: 1 of 2 in use (server 'gpu' (1 GPU)); 1 remaining``."""
+    """The GPU quota line: ``GPU quota: 1 of 2 in use (server 'gpu' (1 GPU)); 1 remaining``.
+
+    It never contradicts itself: when the user's groups may use no GPU class (or the limit is 0),
+    it says that the group allows none, not "0 of 2 in use; 0 remaining".
+    """
     quota = options.get("quota") or {}
     used = quota.get("used_gpus") or 0
     limit = quota.get("max_gpus")
     users = ", ".join(quota.get("used_by") or [])
     in_use = f" ({users})" if users else ""
+    if limit == 0 or ("gpu_classes" in options and not options.get("gpu_classes") and not used
+                      and options.get("engine") != "local"):
+        return "GPU quota: your group allows no GPUs; jobs run on CPU"
     if limit is None:
         return f"GPU quota: unlimited; {used} in use{in_use}"
     remaining = quota.get("remaining_gpus")
@@ -147,3 +170,19 @@ def options_html(options: Mapping[str, Any]) -> str:
         f"<li>{escape(quota_text(options))}</li>"
         "</ul>"
     )
+
+
+def default_image_for(framework: str, options: Mapping[str, Any]) -> str:
+    """The image preselected for a new job: ``""`` (the notebook's own image) unless the framework
+    is PyTorch and the catalogue offers a PyTorch image, or another framework and the catalogue
+    names a default. The notebook's own image is the safe choice: the script already runs there.
+    """
+    images = [i for i in options.get("images") or [] if i.get("key")]
+    if framework == "pytorch":
+        for image in images:
+            words = f"{image.get('key', '')} {image.get('display_name', '')} {image.get('image', '')}".lower()
+            if any(w in words for w in PYTORCH_WORDS):
+                return str(image["key"])
+        return ""
+    default = options.get("default_image")
+    return str(default) if default in [i["key"] for i in images] else ""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import json
 import logging
 import os
 import random
@@ -31,7 +32,7 @@ from urllib.parse import quote
 
 import requests
 
-from kubelab.jobs.backends.base import JobBackend
+from kubelab.jobs.backends.base import JobBackend, check_script_exists
 from kubelab.jobs.spec import JobSpec, JobSpecError, JobStatus
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class HubBackend(JobBackend):
         home: Where relative script paths point (the notebook's home), used only when the
             service asks for the script's folder to be sent (``options.files == "configmap"``).
         session: A ``requests.Session`` to reuse (connection pooling); one is made if omitted.
+        check_script: Check before submitting that the script exists under ``home``; default:
+            when running inside the user's notebook server (``JUPYTERHUB_SERVICE_PREFIX`` is set),
+            or when ``home`` is given, since only then does this machine see the files job pods see.
 
     Raises:
         RuntimeError: No URL or no token was given and the environment has none.
@@ -74,6 +78,7 @@ class HubBackend(JobBackend):
         timeout: float = 30.0,
         home: str | os.PathLike[str] | None = None,
         session: requests.Session | None = None,
+        check_script: bool | None = None,
     ) -> None:
         api_url = api_url or os.environ.get("JUPYTERHUB_API_URL")
         token = token or os.environ.get("JUPYTERHUB_API_TOKEN")
@@ -86,6 +91,9 @@ class HubBackend(JobBackend):
         self.backoff = backoff
         self.timeout = timeout
         self.home = Path(home) if home is not None else Path.home()
+        if check_script is None:
+            check_script = home is not None or bool(os.environ.get("JUPYTERHUB_SERVICE_PREFIX"))
+        self.check_scripts = check_script
         self._session = session or requests.Session()
         # The token travels only in this header; it is never logged nor put in an error message.
         self._session.headers["Authorization"] = f"token {token}"
@@ -109,6 +117,19 @@ class HubBackend(JobBackend):
             # A 404 here means the hub answers but has no kubelab routes, not a missing job.
             raise RuntimeError(f"{self.base_url}options: this hub has no kubelab jobs service ({e})") from e
         return self._options
+
+    def check_script(self, spec: JobSpec) -> None:
+        """The script must exist in the notebook's home (job pods see the same files).
+
+        With the shared volume (``options.files == "shared"``) relative paths start there, so
+        only absolute paths are checked.
+        """
+        if not self.check_scripts or spec.script is None:
+            return
+        options = self._options if self._options is not None else self.options()
+        if options.get("files") == "shared" and not spec.script.startswith("/"):
+            return
+        check_script_exists(spec, self.home)
 
     def submit(self, spec: JobSpec) -> JobStatus:
         """Submit ``spec`` (``POST jobs``).
@@ -215,13 +236,68 @@ class HubBackend(JobBackend):
         return bool(ranks) and ranks[0].phase in ("Succeeded", "Failed", "Cancelled")
 
     def cancel(self, name: str) -> None:
-        """Cancel the job and delete everything it created (``DELETE jobs/{name}``).
+        """Stop the job's ranks (``POST jobs/{name}/cancel``); it stays listed, Cancelled, with
+        its logs and metrics, until :meth:`delete`.
+
+        Raises:
+            KeyError: No such job for this user.
+            RuntimeError: The service failed or could not be reached.
+        """
+        try:
+            self._request("POST", f"jobs/{quote(name, safe='')}/cancel")
+        except KeyError as e:
+            if str(e.args[0] if e.args else "").startswith("no job"):
+                raise
+            # A service from before job history has no cancel route (tornado's own 404 page):
+            # there, DELETE was the cancel.
+            self._request("DELETE", f"jobs/{quote(name, safe='')}")
+
+    def delete(self, name: str) -> None:
+        """Remove the job and everything it created (``DELETE jobs/{name}``).
 
         Raises:
             KeyError: No such job for this user.
             RuntimeError: The service failed or could not be reached.
         """
         self._request("DELETE", f"jobs/{quote(name, safe='')}")
+
+    def metrics(self, name: str) -> dict[str, Any]:
+        """Every series of the job (``GET jobs/{name}/metrics``); ``message`` says when there are none.
+
+        Raises:
+            KeyError: No such job for this user.
+            RuntimeError: The service failed or could not be reached.
+        """
+        return self._request("GET", f"jobs/{quote(name, safe='')}/metrics").json()
+
+    def follow_metrics(self, name: str, seq: int = 0, *, poll: float = 1.0) -> Iterator[dict[str, Any]]:
+        """The job's metrics as they arrive, from one streamed request (``?follow=1``): one JSON
+        line per batch, the first a whole snapshot, the last ``{"done": true}``. A stream that
+        breaks before the end is opened again from the last ``seq`` (no faster than ``poll``).
+
+        Raises:
+            KeyError: No such job for this user.
+            RuntimeError: The service failed or could not be reached.
+        """
+        pause = max(1.0, poll)
+        while True:
+            response = self._request("GET", f"jobs/{quote(name, safe='')}/metrics",
+                                     params={"follow": "1", "since": str(seq)}, stream=True,
+                                     timeout=(self.timeout, None))
+            try:
+                for line in _lines(response.iter_content(chunk_size=None)):
+                    if not line.strip():
+                        continue
+                    item = json.loads(line)
+                    seq = int(item.get("seq") or seq)
+                    yield item
+                    if item.get("done"):
+                        return
+            except (requests.RequestException, ValueError) as e:
+                log.info("metrics stream of %s broke (%s); reopening", name, e)
+            finally:
+                response.close()
+            time.sleep(pause)
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -36,14 +36,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
-from kubelab.jobs.backends.base import JobBackend
+from kubelab.jobs.backends.base import JobBackend, check_script_exists
+from kubelab.jobs.metricstore import JobMetrics, MetricLimits, MetricsInputError, no_metrics, parse_batch
 from kubelab.jobs.spec import FRAMEWORKS, JobSpec, JobSpecError, JobStatus, RankStatus
 
-# torchrun ends a failed rank with a ~25-line summary; keep enough to see the cause above it.
-_LAST_LOG_LINES = 50
+# torchrun ends a failed rank with its own traceback and a ~35-line banner; keep enough to see
+# the user's traceback above them (the headline quotes its last line).
+_LAST_LOG_LINES = 120
 #: Seconds between SIGTERM and SIGKILL when stopping a rank, like a pod's grace period.
 GRACE_SECONDS = 5.0
 _POLL_SECONDS = 0.1
+#: The file every rank of a local job appends its metrics batches to (``KUBELAB_METRICS_FILE``).
+METRICS_FILE = "metrics.jsonl"
 
 
 def _now() -> str:
@@ -117,8 +121,36 @@ class _LocalJob:
             queue=spec.queue,
         )
 
+        self.metrics = JobMetrics(self.status.user, MetricLimits())
+        self.metrics_offset = 0  # bytes of metrics.jsonl already read
+
     def log_path(self, rank: int) -> Path:
         return self.folder / f"rank-{rank}.log"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.folder / METRICS_FILE
+
+    def read_metrics(self) -> JobMetrics:
+        """Take in the batches the ranks appended since the last read (whole lines only)."""
+        with self.lock:
+            try:
+                with open(self.metrics_path, "rb") as handle:
+                    handle.seek(self.metrics_offset)
+                    data = handle.read()
+            except FileNotFoundError:
+                return self.metrics
+            end = data.rfind(b"\n") + 1  # a line still being written is read next time
+            for line in data[:end].splitlines():
+                try:
+                    batch = parse_batch(line, self.metrics.limits)
+                except MetricsInputError:
+                    continue  # not written by kubelab.jobs.metrics; the cluster's service refuses it too
+                for name, step, value in batch.points:
+                    self.metrics.add(batch.rank, name, step, value)
+                self.metrics.dropped_by_rank[batch.rank] = batch.dropped
+            self.metrics_offset += end
+            return self.metrics
 
 
 def _login_name() -> str:
@@ -195,6 +227,10 @@ class LocalBackend(JobBackend):
             "files": "local",
         }
 
+    def check_script(self, spec: JobSpec) -> None:
+        """The script must exist under the ranks' working directory (or be absolute)."""
+        check_script_exists(spec, self.workdir)
+
     def submit(self, spec: JobSpec) -> JobStatus:
         """Start one entrypoint process per rank.
 
@@ -214,7 +250,7 @@ class LocalBackend(JobBackend):
         folder = self.root / spec.name
         with _JOBS_LOCK:
             if key in _JOBS:
-                raise JobSpecError("name", f"job {spec.name!r} already exists; cancel it first")
+                raise JobSpecError("name", f"job {spec.name!r} already exists; delete it first or pick another name")
             job = _LocalJob(spec, folder)
             _JOBS[key] = job
         try:
@@ -232,7 +268,8 @@ class LocalBackend(JobBackend):
         return self._snapshot(job)
 
     def list(self, all_users: bool = False) -> list[JobStatus]:
-        """Jobs started by local backends with this ``root`` in this process, newest first."""
+        """Jobs started by local backends with this ``root`` in this process, newest first
+        (ended and cancelled ones too, until deleted)."""
         jobs = sorted(self._jobs(), key=lambda j: j.started, reverse=True)
         return [self._snapshot(j) for j in jobs]
 
@@ -255,17 +292,58 @@ class LocalBackend(JobBackend):
         return self._follow(job, rank, follow, tail)
 
     def cancel(self, name: str) -> None:
-        """Stop every rank (SIGTERM to its process group, SIGKILL after the grace period) and
-        remove the job and its log files, as deleting the parent object does on the cluster.
+        """Stop every rank (SIGTERM to its process group, SIGKILL after the grace period). The
+        job stays listed, Cancelled, with its logs and metrics, until :meth:`delete`.
+
+        Raises:
+            KeyError: No such job.
+        """
+        self._stop(self._job(name), "cancelled")
+
+    def delete(self, name: str) -> None:
+        """Stop the job if it runs, then remove it with its log and metrics files.
 
         Raises:
             KeyError: No such job.
         """
         job = self._job(name)
-        self._stop(job, "cancelled")
+        self._stop(job, "deleted")
         with _JOBS_LOCK:
             _JOBS.pop((self.root, name), None)
         shutil.rmtree(job.folder, ignore_errors=True)
+
+    def metrics(self, name: str) -> dict[str, Any]:
+        """Every series the ranks logged (read from ``metrics.jsonl``), or a message saying there are none.
+
+        Raises:
+            KeyError: No such job.
+        """
+        job = self._job(name)
+        data = job.read_metrics()
+        with job.lock:
+            return data.to_json() if data.series else no_metrics(name)
+
+    def follow_metrics(self, name: str, seq: int = 0, *, poll: float = 1.0) -> Iterator[dict[str, Any]]:
+        """New points after ``seq`` as they are appended, checked every ``poll`` seconds (at
+        least 0.2), until the job ended and every point was read.
+
+        Raises:
+            KeyError: No such job.
+        """
+        job = self._job(name)
+        poll = max(0.2, poll)
+        while True:
+            done = job.status.done
+            data = job.read_metrics()
+            with job.lock:
+                points, current = data.since(seq), data.seq
+            if points:
+                seq = current
+                yield {"points": points, "seq": seq}
+            if done:
+                yield {"done": True, "seq": seq}
+                return
+            time.sleep(poll)
 
     # -- processes ----------------------------------------------------------------------------
 
@@ -283,6 +361,8 @@ class LocalBackend(JobBackend):
             "KUBELAB_RENDEZVOUS_TIMEOUT": str(self.rendezvous_timeout),
             # Log lines reach the file (and a follower) as they are printed, as in a pod.
             "PYTHONUNBUFFERED": "1",
+            # kubelab.jobs.metrics appends here; on the cluster the builder sets an ingest URL instead.
+            "KUBELAB_METRICS_FILE": str(self.root / spec.name / METRICS_FILE),
         }
         if spec.script is not None:
             env["KUBELAB_SCRIPT"] = spec.script

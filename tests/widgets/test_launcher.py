@@ -165,7 +165,7 @@ def test_service_errors_are_shown_in_the_widget(launcher: JobLauncher, backend: 
     backend.submit(JobSpec(name="taken", script="ddp_steps.py", args=["--steps", "1"]))
     fill(launcher, name="taken", script="ddp_steps.py", workers=1)
     launcher.submit_button.click()
-    assert "name: job &#x27;taken&#x27; already exists; cancel it first" in launcher.error.value
+    assert "name: job &#x27;taken&#x27; already exists; delete it first" in launcher.error.value
     fill(launcher, name="other")
     launcher.submit_button.click()
     assert launcher.error.value == ""  # cleared by the next action
@@ -180,12 +180,18 @@ def test_cancel_from_the_detail_view(launcher: JobLauncher, backend: LocalBacken
     launcher.cancel_button.click()
 
     assert launcher.error.value == ""
-    assert backend.list() == []
-    assert "long" not in launcher.table.value and launcher.job_select.value is None
-    assert launcher.cancel_button.disabled
+    # Cancel stops the ranks; the job stays listed, Cancelled, until it is deleted.
+    assert [j.phase for j in backend.list()] == ["Cancelled"]
+    assert "long" in launcher.table.value and launcher.job_select.value == "long"
+    assert launcher.cancel_button.disabled and not launcher.delete_button.disabled
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+    launcher.delete_button.click()
+    assert backend.list() == [] and launcher.error.value == ""
+    assert "long" not in launcher.table.value and launcher.job_select.value is None
+    assert launcher.delete_button.disabled
     launcher.cancel_button.disabled = False
     launcher.cancel_button.click()  # nothing selected: says so instead of failing silently
     assert "no job selected" in launcher.error.value

@@ -78,7 +78,7 @@ def test_failing_rank_fails_the_job_and_tears_down_the_others(local_client: JobC
     assert not pid_alive(int(status.ranks[0].pod.removeprefix("pid:")))
 
 
-def test_cancel_stops_every_process_and_removes_the_job(local_client: JobClient, tmp_path: Path) -> None:
+def test_cancel_stops_every_process_and_delete_removes_the_job(local_client: JobClient, tmp_path: Path) -> None:
     local_client.submit(name="long", script=DDP_SCRIPT.name, workers=2, args=["--steps", "100000000"])
     # Wait until both ranks are in the training loop, so cancel has torchrun's children to stop.
     deadline = time.monotonic() + 120
@@ -96,6 +96,10 @@ def test_cancel_stops_every_process_and_removes_the_job(local_client: JobClient,
     local_client.cancel("long")
 
     assert [p for p in tree if pid_alive(p)] == []
+    # History: the cancelled job stays, with its logs, until it is deleted.
+    assert local_client.get("long").phase == "Cancelled"
+    assert any("step=0" in line for line in local_client.logs("long", rank=0))
+    local_client.delete("long")
     with pytest.raises(KeyError, match="no job 'long'"):
         local_client.get("long")
     assert not (tmp_path / "jobs" / "long").exists()
@@ -111,12 +115,13 @@ def test_cancel_stops_every_process_and_removes_the_job(local_client: JobClient,
     ids=["too-many-workers", "no-gpu-here", "unknown-field"],
 )
 def test_refused_specs_name_the_field(tmp_path: Path, fields: dict, field: str, match: str) -> None:
-    client = JobClient(LocalBackend(tmp_path, max_workers=2))
+    (tmp_path / "t.py").write_text("print('hi')\n")
+    client = JobClient(LocalBackend(tmp_path / "jobs", workdir=tmp_path, max_workers=2))
     with pytest.raises(JobSpecError, match=match) as info:
         client.submit(name="x", script="t.py", **fields)
     assert info.value.field == field
     assert client.list() == []
-    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "jobs" / "x").exists()
 
 
 def test_duplicate_name_and_bad_rank(local_client: JobClient) -> None:
