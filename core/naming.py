@@ -30,6 +30,11 @@ LABEL_COMPONENT = "kubelab.io/component"
 COMPONENT_PARENT = "job"
 COMPONENT_FILES = "job-files"
 COMPONENT_RANK = "rank"
+#: A job's metrics (ConfigMap ``<job id>-metrics``) and its ingest token (Secret ``<job id>-metrics-token``).
+COMPONENT_METRICS = "job-metrics"
+COMPONENT_METRICS_TOKEN = "job-metrics-token"
+#: sha256 (hex) of a job's metrics ingest token, on its parent; the token itself is only in the Secret.
+ANNOTATION_METRICS_TOKEN_SHA = "kubelab.io/metrics-token-sha256"
 #: The groups a pod's owner belonged to at launch (comma separated). Group quotas are counted
 #: over it, so they survive a hub restart without a user→groups lookup.
 ANNOTATION_GROUPS = "kubelab.io/groups"
@@ -166,3 +171,13 @@ def is_valid_name(value: str) -> bool:
 
 
 # -- kubelab's own objects, and the recommended labels ------------------------------------------
+
+
+def metrics_configmap_name(job_id: str) -> str:
+    """The ConfigMap holding a job's metrics (owned by the job's parent)."""
+    return f"{job_id}-metrics"
+
+
+def metrics_secret_name(job_id: str) -> str:
+    """The Secret holding a job's metrics ingest token (owned by the job's parent)."""
+    return f"{job_id}-metrics-token"
