@@ -29,6 +29,8 @@ ANNOTATION_USER = "kubelab.io/username"
 LABEL_COMPONENT = "kubelab.io/component"
 COMPONENT_PARENT = "job"
 COMPONENT_FILES = "job-files"
+#: The Secret holding a job's env values (kept out of its record and its pod specs).
+COMPONENT_ENV = "job-env"
 COMPONENT_RANK = "rank"
 #: A job's metrics (ConfigMap ``<job id>-metrics``) and its ingest token (Secret ``<job id>-metrics-token``).
 COMPONENT_METRICS = "job-metrics"

@@ -20,6 +20,7 @@ from kubelab.core.naming import (
     MANAGED_BY,
     MANAGED_BY_VALUE,
 )
+from kubelab.core.quantity import QuantityError, bytes_of, millicores
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
@@ -65,6 +66,8 @@ class PodInfo:
         deleting: ``metadata.deletionTimestamp`` is set.
         unschedulable: The scheduler's message when ``PodScheduled`` is False with reason Unschedulable.
         claims: Names of the PVCs the pod mounts.
+        cpu_millis: Effective CPU request in millicores (job limits per user count it).
+        memory_bytes: Effective memory request in bytes.
         raw: The full JSON, kept only for pods kubelab manages (the spawner needs status and spec).
     """
 
@@ -79,6 +82,8 @@ class PodInfo:
     deleting: bool = False
     unschedulable: str = ""
     claims: tuple[str, ...] = ()
+    cpu_millis: int = 0
+    memory_bytes: int = 0
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -125,15 +130,30 @@ def node_info(raw: Mapping[str, Any]) -> NodeInfo:
     )
 
 
-def effective_requests(spec: Mapping[str, Any]) -> dict[str, int]:
+def _core(resources: Mapping[str, Any] | None) -> dict[str, int]:
+    out = {}
+    for key, parse in (("cpu", millicores), ("memory", bytes_of)):
+        if key in (resources or {}):
+            try:
+                out[key] = parse(str(resources[key]))  # type: ignore[index]
+            except QuantityError:
+                continue  # the API server stores only valid quantities; nothing to count
+    return out
+
+
+def effective_requests(spec: Mapping[str, Any], pick: Any = _extended) -> dict[str, int]:
     """Extended-resource requests of a pod spec, computed the way the scheduler does.
 
     The sum over containers, raised to any single init container's request. Limits stand in
-    for missing requests, because Kubernetes defaults extended requests to their limits.
+    for missing requests, because Kubernetes defaults requests to their limits.
+
+    Args:
+        pick: Which resources, as a function of a ``resources.requests``/``limits`` mapping
+            (default: the extended ones; ``_core``: cpu millicores and memory bytes).
     """
     def one(container: Mapping[str, Any]) -> dict[str, int]:
         res = container.get("resources") or {}
-        return {**_extended(res.get("limits")), **_extended(res.get("requests"))}
+        return {**pick(res.get("limits")), **pick(res.get("requests"))}
 
     total: dict[str, int] = {}
     for c in spec.get("containers") or []:
@@ -165,6 +185,7 @@ def pod_info(raw: Mapping[str, Any], *, keep_raw: bool | None = None) -> PodInfo
     claims = tuple(
         v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes") or [] if v.get("persistentVolumeClaim")
     )
+    core = effective_requests(spec, _core)
     if keep_raw is None:
         keep_raw = labels.get(MANAGED_BY) == MANAGED_BY_VALUE
     return PodInfo(
@@ -179,5 +200,7 @@ def pod_info(raw: Mapping[str, Any], *, keep_raw: bool | None = None) -> PodInfo
         deleting=bool(meta.get("deletionTimestamp")),
         unschedulable=unschedulable,
         claims=claims,
+        cpu_millis=core.get("cpu", 0),
+        memory_bytes=core.get("memory", 0),
         raw=raw if keep_raw else None,
     )

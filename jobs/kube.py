@@ -119,6 +119,8 @@ class JobsApi:
                 return await checked(await self.core.create_namespaced_config_map(ns, obj, _preload_content=False))
             if kind == "Service":
                 return await checked(await self.core.create_namespaced_service(ns, obj, _preload_content=False))
+            if kind == "Secret":  # a job's env values (issue 9: kept out of ConfigMaps and pod specs)
+                return await checked(await self.core.create_namespaced_secret(ns, obj, _preload_content=False))
             if kind == "Job":
                 return await checked(await self.batch.create_namespaced_job(ns, obj, _preload_content=False))
             group, version, plural = CUSTOM_KINDS[kind]
@@ -152,6 +154,8 @@ class JobsApi:
                 return await self.core.delete_namespaced_config_map(name, ns, body=body)
             if kind == "Service":
                 return await self.core.delete_namespaced_service(name, ns, body=body)
+            if kind == "Secret":
+                return await self.core.delete_namespaced_secret(name, ns, body=body)
             if kind == "Job":
                 return await self.batch.delete_namespaced_job(name, ns, body=body)
             if kind == "Pod":

@@ -12,12 +12,41 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from kubelab.core.quantity import QuantityError, bytes_of, millicores
+
 FRAMEWORKS = ("pytorch", "tensorflow", "mpi", "replicas")
 PHASES = ("Pending", "Queued", "Running", "Succeeded", "Failed", "Cancelled")
-_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?([KMGT]i?)?$")
+# Every pattern is applied with fullmatch: with match/search, "$" also matches before a final "\n".
+_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_NAME_LEN = 40
+
+# Bounds on every size in a submission, checked before anything reaches the API server (whose
+# own limits, 1.5 MiB per object in etcd and 3 MiB per request, would answer 413/500 instead).
+#: Most bytes in a submission's HTTP body (the jobs service refuses larger bodies with 413 unread;
+#: the script's folder, at most 1 MiB, travels base64-encoded, hence the room).
+MAX_BODY_BYTES = 2 * 1024 * 1024
+#: Most environment variables, characters in one value, and characters over all values.
+MAX_ENV_VARS = 64
+MAX_ENV_VALUE = 32 * 1024
+MAX_ENV_TOTAL = 128 * 1024
+#: Most arguments, characters in one argument, and characters over all arguments.
+MAX_ARGS = 256
+MAX_ARG_LEN = 4096
+MAX_ARGS_TOTAL = 32 * 1024
+#: Most characters in ``script``/``module`` and in ``image``/``gpu_class``/``queue``.
+MAX_PATH_LEN = 1024
+MAX_REF_LEN = 256
+#: Hard upper bounds of the integer fields (the catalogue's limits are usually lower).
+MAX_WORKERS = 1000
+MAX_GPUS_PER_WORKER = 16
+MAX_RETRIES = 10
+MAX_PROCS_PER_WORKER = 1024
+MAX_RUNTIME_SECONDS = 366 * 24 * 3600
+#: Most lines a log request may ask for with ``tail``.
+MAX_TAIL_LINES = 100_000
+#: Environment names kubelab sets itself (CONTRACT.md): a user's ``KUBELAB_RANK_OFFSET`` would fake the rank.
+RESERVED_ENV_PREFIX = "KUBELAB_"
 
 
 class JobSpecError(ValueError):
@@ -44,10 +73,12 @@ class JobSpec:
         workers: Number of worker pods (ranks).
         gpus_per_worker: GPUs each worker requests; 0 runs on CPU.
         gpu_class: Catalogue GPU class key; required when ``gpus_per_worker`` > 0.
-        cpu: CPU cores per worker (request and limit), or None for the platform default.
-        memory: Memory per worker, a Kubernetes quantity such as ``8Gi``.
+        cpu: CPU cores per worker (request and limit): a number (``1.5``) or a Kubernetes
+            quantity (``1500m``); None for the platform default.
+        memory: Memory per worker, a Kubernetes quantity such as ``8Gi``; None for the platform default.
         image: Catalogue image key or reference; None means the notebook's own image.
-        env: Extra environment variables for every worker.
+        env: Extra environment variables for every worker (names not starting with ``KUBELAB_``).
+            The values travel in a Secret owned by the job, never in its record.
         max_runtime_seconds: Wall-clock limit (``activeDeadlineSeconds``); None means the platform's.
         retries: How many times a failed worker is retried before the job fails.
         queue: Kueue LocalQueue name; None uses the platform default, if any.
@@ -62,7 +93,7 @@ class JobSpec:
     workers: int = 1
     gpus_per_worker: int = 0
     gpu_class: str | None = None
-    cpu: float | None = None
+    cpu: float | str | None = None
     memory: str | None = None
     image: str | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -72,41 +103,49 @@ class JobSpec:
     procs_per_worker: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.match(self.name) or len(self.name) > MAX_NAME_LEN:
+        if not isinstance(self.name, str) or len(self.name) > MAX_NAME_LEN or not _NAME.fullmatch(self.name):
             raise JobSpecError(
-                "name", f"{self.name!r} is not allowed; use a-z, 0-9 and '-', starting with a letter, "
+                "name", f"{_short(self.name)} is not allowed; use a-z, 0-9 and '-', starting with a letter, "
                 f"at most {MAX_NAME_LEN} characters"
             )
         if self.framework not in FRAMEWORKS:
-            raise JobSpecError("framework", f"{self.framework!r} is not allowed; allowed: {', '.join(FRAMEWORKS)}")
+            raise JobSpecError("framework", f"{_short(self.framework)} is not allowed; allowed: {', '.join(FRAMEWORKS)}")
         if (self.script is None) == (self.module is None):
             raise JobSpecError("script", "set exactly one of 'script' and 'module'")
         for name in ("script", "module"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise JobSpecError(name, "must be a non-empty string")
-        if not isinstance(self.args, list) or not all(isinstance(a, str) for a in self.args):
-            raise JobSpecError("args", "must be a list of strings")
-        _check_int(self.workers, "workers", 1)
-        _check_int(self.gpus_per_worker, "gpus_per_worker", 0)
-        _check_int(self.retries, "retries", 0)
+            if value is not None:
+                _check_text(value, name, MAX_PATH_LEN)
+                if not value.strip():
+                    raise JobSpecError(name, "must be a non-empty string")
+        for name in ("image", "gpu_class", "queue"):
+            if getattr(self, name) is not None:
+                _check_text(getattr(self, name), name, MAX_REF_LEN)
+        self._check_args()
+        _check_int(self.workers, "workers", 1, MAX_WORKERS)
+        _check_int(self.gpus_per_worker, "gpus_per_worker", 0, MAX_GPUS_PER_WORKER)
+        _check_int(self.retries, "retries", 0, MAX_RETRIES)
         if self.gpus_per_worker and not self.gpu_class:
             raise JobSpecError("gpu_class", "required when gpus_per_worker > 0")
         if not self.gpus_per_worker and self.gpu_class:
             raise JobSpecError("gpu_class", "set gpus_per_worker >= 1 to use a GPU class")
-        if self.cpu is not None and (isinstance(self.cpu, bool) or not isinstance(self.cpu, int | float)
-                                     or self.cpu <= 0):
-            raise JobSpecError("cpu", f"{self.cpu!r} is not allowed; a number of cores > 0")
-        if self.memory is not None and (not isinstance(self.memory, str) or not _QUANTITY.match(self.memory)):
-            raise JobSpecError("memory", f"{self.memory!r} is not allowed; a quantity such as 512Mi or 8Gi")
-        if not isinstance(self.env, dict) or not all(
-            isinstance(k, str) and _ENV_NAME.match(k) and isinstance(v, str) for k, v in self.env.items()
-        ):
-            raise JobSpecError("env", "must map variable names ([A-Za-z_][A-Za-z0-9_]*) to strings")
+        if self.cpu is not None:
+            try:
+                if millicores(self.cpu) <= 0:
+                    raise QuantityError(f"{self.cpu!r} is not allowed")
+            except QuantityError as e:
+                raise JobSpecError("cpu", f"{e}; cores > 0 as a number (1.5) or a quantity (1500m)") from None
+        if self.memory is not None:
+            try:
+                if not isinstance(self.memory, str) or bytes_of(self.memory) <= 0:
+                    raise QuantityError(f"{_short(self.memory)} is not allowed")
+            except QuantityError as e:
+                raise JobSpecError("memory", f"{e}; a quantity > 0 such as 512Mi or 8Gi") from None
+        self._check_env()
         if self.max_runtime_seconds is not None:
-            _check_int(self.max_runtime_seconds, "max_runtime_seconds", 1)
+            _check_int(self.max_runtime_seconds, "max_runtime_seconds", 1, MAX_RUNTIME_SECONDS)
         if self.procs_per_worker is not None:
-            _check_int(self.procs_per_worker, "procs_per_worker", 1)
+            _check_int(self.procs_per_worker, "procs_per_worker", 1, MAX_PROCS_PER_WORKER)
             if self.framework == "pytorch" and self.gpus_per_worker and self.procs_per_worker > self.gpus_per_worker:
                 # NCCL refuses two ranks on one GPU ("Duplicate GPU detected").
                 raise JobSpecError(
@@ -114,6 +153,46 @@ class JobSpec:
                     f"{self.procs_per_worker} processes on {self.gpus_per_worker} GPU(s): NCCL needs one GPU "
                     f"per process; allowed: 1..{self.gpus_per_worker}",
                 )
+
+    def _check_args(self) -> None:
+        if not isinstance(self.args, list) or not all(isinstance(a, str) for a in self.args):
+            raise JobSpecError("args", "must be a list of strings")
+        if len(self.args) > MAX_ARGS:
+            raise JobSpecError("args", f"{len(self.args)} arguments; at most {MAX_ARGS}")
+        for i, arg in enumerate(self.args):
+            _check_text(arg, f"args[{i}]", MAX_ARG_LEN, field_name="args")
+        total = sum(len(a) for a in self.args)
+        if total > MAX_ARGS_TOTAL:
+            raise JobSpecError("args", f"{total} characters in all; at most {MAX_ARGS_TOTAL}")
+
+    def _check_env(self) -> None:
+        if not isinstance(self.env, dict):
+            raise JobSpecError("env", "must map variable names ([A-Za-z_][A-Za-z0-9_]*) to strings")
+        if len(self.env) > MAX_ENV_VARS:
+            raise JobSpecError("env", f"{len(self.env)} variables; at most {MAX_ENV_VARS}")
+        for key, value in self.env.items():
+            if not isinstance(key, str) or len(key) > MAX_REF_LEN or not _ENV_NAME.fullmatch(key):
+                raise JobSpecError("env", f"{_short(key)} is not a variable name; allowed: [A-Za-z_][A-Za-z0-9_]*, "
+                                   f"at most {MAX_REF_LEN} characters")
+            if key.startswith(RESERVED_ENV_PREFIX):
+                raise JobSpecError("env", f"{key} is reserved: kubelab sets the {RESERVED_ENV_PREFIX}* variables "
+                                   "itself (CONTRACT.md); pick another name")
+            if not isinstance(value, str):
+                raise JobSpecError("env", f"the value of {key} must be a string")
+            _check_text(value, f"env.{key}", MAX_ENV_VALUE, field_name="env")
+        total = sum(len(v) for v in self.env.values())
+        if total > MAX_ENV_TOTAL:
+            raise JobSpecError("env", f"{total} characters in all values; at most {MAX_ENV_TOTAL}")
+
+    @property
+    def cpu_millis(self) -> int | None:
+        """``cpu`` in millicores (None when unset)."""
+        return None if self.cpu is None else millicores(self.cpu)
+
+    @property
+    def memory_bytes(self) -> int | None:
+        """``memory`` in bytes (None when unset)."""
+        return None if self.memory is None else bytes_of(self.memory)
 
     @property
     def nprocs(self) -> int:
@@ -145,9 +224,51 @@ class JobSpec:
         return cls(**data)
 
 
-def _check_int(value: Any, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise JobSpecError(name, f"{value!r} is not allowed; an integer >= {minimum}")
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` of a refused value, cut short: messages must not echo a megabyte back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _check_int(value: Any, name: str, minimum: int, maximum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise JobSpecError(name, f"{_short(value)} is not allowed; an integer in {minimum}..{maximum}")
+
+
+def _check_text(value: Any, name: str, max_len: int, *, field_name: str | None = None) -> None:
+    """A string of at most ``max_len`` characters without NUL (which no Kubernetes string may hold)."""
+    if not isinstance(value, str):
+        raise JobSpecError(field_name or name, f"{name} must be a string, not {_short(value)}")
+    if len(value) > max_len:
+        raise JobSpecError(field_name or name, f"{name} holds {len(value)} characters; at most {max_len}")
+    if "\x00" in value:
+        raise JobSpecError(field_name or name, f"{name} holds a NUL character")
+
+
+def parse_tail(value: str | None) -> int | None:
+    """The ``tail`` query parameter of a log request: None (all lines) or 1..:data:`MAX_TAIL_LINES`.
+
+    Raises:
+        JobSpecError: Not a plain decimal number in range (``-1``, ``1e3``, ``10\\n``, ``nan``).
+    """
+    if value is None or value == "":
+        return None
+    if not re.fullmatch(r"[0-9]{1,7}", value) or not 1 <= int(value) <= MAX_TAIL_LINES:
+        raise JobSpecError("tail", f"{_short(value)} is not allowed; an integer in 1..{MAX_TAIL_LINES}")
+    return int(value)
+
+
+def parse_rank(value: str | None) -> int:
+    """The ``rank`` query parameter of a log request (default 0); the range is checked against the job.
+
+    Raises:
+        JobSpecError: Not a plain decimal number.
+    """
+    if value is None or value == "":
+        return 0
+    if not re.fullmatch(r"[0-9]{1,4}", value):
+        raise JobSpecError("rank", f"{_short(value)} is not allowed; an integer >= 0")
+    return int(value)
 
 
 @dataclass

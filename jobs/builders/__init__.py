@@ -30,6 +30,7 @@ from kubelab.jobs.builders.common import (
     files_mode,
     job_id,
     labels,
+    make_env_secret,
     spec_json,
 )
 from kubelab.jobs.spec import JobSpec
@@ -97,7 +98,8 @@ def make_children(spec: JobSpec, ctx: BuildContext, engine: str, owner: tuple[st
         kubelab.jobs.spec.JobSpecError: The engine cannot run this spec (names the field).
     """
     files = make_files_configmap(spec, ctx)
-    objects = ([files] if files else []) + ENGINES[engine](spec, ctx, files["metadata"]["name"] if files else None)
+    env = make_env_secret(spec, ctx)  # before the pods that read it
+    objects = [o for o in (files, env) if o] + ENGINES[engine](spec, ctx, files["metadata"]["name"] if files else None)
     out = []
     for obj in objects:
         obj = copy.deepcopy(obj)

@@ -8,6 +8,7 @@ plain dicts in the API's camelCase JSON, ready to POST.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from kubelab.core.catalogue import GpuClass, HomeStorage, SharedStorage
 from kubelab.core.naming import (
     ANNOTATION_GROUPS,
+    COMPONENT_ENV,
     COMPONENT_RANK,
     KUEUE_QUEUE_LABEL,
     LABEL_COMPONENT,
@@ -29,6 +31,7 @@ from kubelab.core.naming import (
     home_claim_name,
     user_label,
 )
+from kubelab.core.quantity import format_bytes, format_millicores
 from kubelab.jobs.spec import JobSpec, JobSpecError
 
 if TYPE_CHECKING:
@@ -68,6 +71,10 @@ class BuildContext:
         trainer_runtime: The replicatedJob and container names of the ClusterTrainingRuntime a
             TrainJob refers to, as read from the cluster (:mod:`kubelab.jobs.runtimes`); None
             uses Trainer v2.3.0's own runtimes (``trainer-v2`` engine only).
+        home_claim: The user's home PVC as :func:`kubelab.core.home.find_home_claim` chose it;
+            None: :func:`~kubelab.core.naming.home_claim_name` of the user.
+        default_cpu_millis: CPU per worker when the spec names none (the policy's ``Decision``).
+        default_memory_bytes: Memory per worker when the spec names none.
     """
 
     user: str
@@ -84,6 +91,14 @@ class BuildContext:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     groups: tuple[str, ...] = ()
     trainer_runtime: TrainerRuntime | None = None
+    home_claim: str | None = None
+    default_cpu_millis: int | None = None
+    default_memory_bytes: int | None = None
+
+    @property
+    def home_claim_name(self) -> str:
+        """The home PVC job pods mount (files mode ``home``)."""
+        return self.home_claim or home_claim_name(self.user)
 
 
 def job_id(user: str, name: str) -> str:
@@ -140,7 +155,7 @@ def files_description(ctx: BuildContext) -> str:
     """One line saying how job pods see the user's files (reported in the job's events)."""
     mode = files_mode(ctx.home, ctx.shared)
     if mode == FILES_HOME:
-        return f"files: home claim {home_claim_name(ctx.user)} mounted at {ctx.home.mount_path}"
+        return f"files: home claim {ctx.home_claim_name} mounted at {ctx.home.mount_path}"
     if mode == FILES_SHARED:
         assert ctx.shared is not None
         return (f"files: home is {ctx.home.access_mode}, so the shared volume {ctx.shared.claim_name} is "
@@ -213,21 +228,33 @@ def contract_env(spec: JobSpec, ctx: BuildContext, *, rank: int | str | None, pe
     else:
         assert spec.module is not None
         values["KUBELAB_MODULE"] = spec.module
-    # The user's env first, so the contract's variables always win (a user cannot fake a rank).
-    env = [{"name": k, "value": v} for k, v in sorted(spec.env.items()) if k not in values]
+    # The user's env first, so the contract's variables always win (a user cannot fake a rank;
+    # JobSpec refuses KUBELAB_* names anyway). Its values come from the job's Secret
+    # (make_env_secret): they are often tokens, and pod specs and the job's record are readable
+    # by more people and tools than a Secret is.
+    secret = env_secret_name(ctx, spec)
+    env = [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": k}}}
+           for k in sorted(spec.env) if k not in values]
     env += [{"name": k, "value": v} for k, v in sorted(ctx.extra_env.items()) if k not in values]
     env += [{"name": k, "value": v} for k, v in values.items()]
     return env
 
 
 def resources(spec: JobSpec, ctx: BuildContext) -> dict[str, Any]:
-    """Requests and limits per worker; GPUs use the class's extended resource (requests == limits)."""
+    """Requests and limits per worker; GPUs use the class's extended resource (requests == limits).
+
+    CPU and memory are the spec's, else the context's defaults (the catalogue's ``defaultCpu`` and
+    ``defaultMemory``), else left out.
+    """
     req: dict[str, Any] = {}
     lim: dict[str, Any] = {}
-    if spec.cpu is not None:
-        req["cpu"] = lim["cpu"] = _cpu(spec.cpu)
+    cpu = spec.cpu_millis if spec.cpu_millis is not None else ctx.default_cpu_millis
+    if cpu is not None:
+        req["cpu"] = lim["cpu"] = format_millicores(cpu)
     if spec.memory is not None:
         req["memory"] = lim["memory"] = spec.memory
+    elif ctx.default_memory_bytes is not None:
+        req["memory"] = lim["memory"] = format_bytes(ctx.default_memory_bytes)
     if spec.gpus_per_worker:
         assert ctx.gpu_class is not None
         req[ctx.gpu_class.resource] = lim[ctx.gpu_class.resource] = str(spec.gpus_per_worker)
@@ -239,15 +266,11 @@ def resources(spec: JobSpec, ctx: BuildContext) -> dict[str, Any]:
     return out
 
 
-def _cpu(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{int(round(value * 1000))}m"
-
-
 def volumes(spec: JobSpec, ctx: BuildContext, files_configmap: str | None) -> tuple[list[dict], list[dict]]:
     """(volumes, volumeMounts) giving the pod the user's files, per :func:`files_mode`."""
     mode = files_mode(ctx.home, ctx.shared)
     if mode == FILES_HOME:
-        return ([{"name": "home", "persistentVolumeClaim": {"claimName": home_claim_name(ctx.user)}}],
+        return ([{"name": "home", "persistentVolumeClaim": {"claimName": ctx.home_claim_name}}],
                 [{"name": "home", "mountPath": ctx.home.mount_path}])
     if mode == FILES_SHARED:
         assert ctx.shared is not None
@@ -329,4 +352,31 @@ def pod_annotations(ctx: BuildContext) -> dict[str, str]:
 
 
 def spec_json(spec: JobSpec) -> str:
-    return json.dumps(spec.to_dict(), sort_keys=True)
+    """The spec as the job's record keeps it: env names only, since values may be secrets
+    (they live in the job's Secret, :func:`make_env_secret`)."""
+    record = spec.to_dict()
+    record["env_names"] = sorted(record.pop("env"))
+    return json.dumps(record, sort_keys=True)
+
+
+def env_secret_name(ctx: BuildContext, spec: JobSpec) -> str:
+    """Name of the Secret holding ``spec.env``: ``<job id>-env``."""
+    return f"{job_id(ctx.user, spec.name)}-env"
+
+
+def make_env_secret(spec: JobSpec, ctx: BuildContext) -> dict[str, Any] | None:
+    """The Secret holding the values of ``spec.env`` (None without env); the job owns it, so
+    cancelling the job deletes it. Pods read it through ``valueFrom.secretKeyRef``."""
+    if not spec.env:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": env_secret_name(ctx, spec),
+            "namespace": ctx.namespace,
+            "labels": labels(ctx.user, spec.name, component=COMPONENT_ENV),
+        },
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(spec.env.items())},
+    }

@@ -114,6 +114,8 @@ HUB_CAN_I = [
     ("patch", "configmaps", (), True),       # the jobs service records a job's final status
     ("patch", "services", (), False),
     ("watch", "events", (), True),
+    ("create", "secrets", (), True),   # a job's env values; never read back
+    ("delete", "secrets", (), True),
     ("create", "jobs.batch", (), True),
     ("delete", "jobs.batch", (), True),
     ("create", "jobsets.jobset.x-k8s.io", (), True),

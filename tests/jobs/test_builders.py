@@ -97,15 +97,53 @@ def test_plain_rank_job(rank: int) -> None:
     c = pod["containers"][0]
     assert c["command"] == ["python", "-m", "kubelab.jobs.entrypoint"] and c["args"] == ["--"]
     assert env_of(c) == {
-        "FOO": "bar", "KUBELAB_JOB": "ddp", "KUBELAB_FRAMEWORK": "pytorch", "KUBELAB_WORLD_SIZE": "2",
+        "FOO": {"secretKeyRef": {"name": f"{JID}-env", "key": "FOO"}}, "KUBELAB_JOB": "ddp", "KUBELAB_FRAMEWORK": "pytorch", "KUBELAB_WORLD_SIZE": "2",
         "KUBELAB_NPROCS": "1", "KUBELAB_PEERS": f"{JID}-0.{JID},{JID}-1.{JID}", "KUBELAB_PORT": "29500",
         "KUBELAB_RENDEZVOUS_TIMEOUT": "300", "KUBELAB_RANK": str(rank), "KUBELAB_SCRIPT": "train.py",
     }
 
 
-def test_user_env_cannot_override_the_contract() -> None:
-    c = pod_of(plain_jobs(spec(env={"KUBELAB_RANK": "7"}), ctx())[1])["containers"][0]
-    assert [e["value"] for e in c["env"] if e["name"] == "KUBELAB_RANK"] == ["1"]
+@pytest.mark.parametrize("name", ["KUBELAB_RANK", "KUBELAB_RANK_OFFSET", "KUBELAB_PEERS"])
+def test_user_env_cannot_set_the_contract(name: str) -> None:
+    """A user-supplied KUBELAB_RANK_OFFSET faked the rank (issue 9): every KUBELAB_* name is reserved."""
+    with pytest.raises(JobSpecError, match=rf"^env: {name} is reserved: kubelab sets the KUBELAB_\* variables"):
+        spec(env={name: "7"})
+
+
+@pytest.mark.parametrize("engine", ["plain", "jobset", "kubeflow-v1", "trainer-v2"])
+def test_env_values_live_in_a_secret_owned_by_the_job(engine: str) -> None:
+    s = spec(env={"TOKEN": "s3cr3t-value", "EPOCHS": "3"})
+    parent = make_parent(s, ctx(), engine)
+    assert "s3cr3t-value" not in json.dumps(parent), "the job's record keeps names only"
+    assert json.loads(parent["data"]["spec.json"])["env_names"] == ["EPOCHS", "TOKEN"]
+    objs = make_children(s, ctx(), engine, (JID, "uid-1"))
+    (secret,) = [o for o in objs if o["kind"] == "Secret"]
+    assert secret["metadata"]["name"] == f"{JID}-env"
+    assert secret["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "ConfigMap", "name": JID,
+                                                      "uid": "uid-1"}]
+    assert secret["data"] == {"EPOCHS": "Mw==", "TOKEN": "czNjcjN0LXZhbHVl"}
+    assert objs.index(secret) < min(i for i, o in enumerate(objs) if o["kind"] not in ("Secret", "ConfigMap"))
+    rest = json.dumps([o for o in objs if o is not secret])
+    assert "s3cr3t-value" not in rest, "no pod spec carries the value"
+    assert rest.count('"secretKeyRef": {"name": "' + f"{JID}-env" + '", "key": "TOKEN"}') >= 1
+
+
+def test_no_secret_without_env() -> None:
+    assert not [o for o in make_children(spec(), ctx(), "plain", (JID, "u")) if o["kind"] == "Secret"]
+
+
+def test_defaults_from_the_policy_fill_cpu_and_memory() -> None:
+    pod = pod_of(plain_jobs(spec(), ctx(default_cpu_millis=500, default_memory_bytes=2 * 2**30))[0])
+    assert pod["containers"][0]["resources"] == {"requests": {"cpu": "500m", "memory": "2Gi"},
+                                                 "limits": {"cpu": "500m", "memory": "2Gi"}}
+    pod = pod_of(plain_jobs(spec(cpu="250m", memory="1Gi"), ctx(default_cpu_millis=500))[0])
+    assert pod["containers"][0]["resources"]["limits"] == {"cpu": "250m", "memory": "1Gi"}
+
+
+def test_job_pods_mount_the_home_the_lookup_chose() -> None:
+    rwx = ctx(home=HomeStorage(access_mode="ReadWriteMany"), home_claim="home-alice-3bc51062")
+    pod = pod_of(plain_jobs(spec(), rwx)[0])
+    assert pod["volumes"] == [{"name": "home", "persistentVolumeClaim": {"claimName": "home-alice-3bc51062"}}]
 
 
 def test_gpu_resources_and_placement() -> None:

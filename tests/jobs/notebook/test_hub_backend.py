@@ -204,7 +204,7 @@ def client(service: tuple[Service, str]) -> JobClient:
 @pytest.mark.parametrize(
     ("fields", "error", "match", "field"),
     [
-        ({"gpus_per_worker": 99, "gpu_class": "a100"}, JobSpecError, r"99 is not allowed; allowed: 1, 2",
+        ({"gpus_per_worker": 8, "gpu_class": "a100"}, JobSpecError, r"8 is not allowed; allowed: 1, 2",
          "gpus_per_worker"),
         ({"workers": 2, "gpus_per_worker": 2, "gpu_class": "a100"}, PermissionError,
          r"GPU quota: you use 1 of 2 GPUs \(server 'gpu' 1 GPU\)", None),
@@ -217,7 +217,7 @@ def test_submit_errors_map_to_exceptions(client: JobClient, fields: dict, error:
         client.submit(name="big", script="train.py", **fields)
     if field is not None:
         assert info.value.field == field
-        assert info.value.problem == "99 is not allowed; allowed: 1, 2"
+        assert info.value.problem == "8 is not allowed; allowed: 1, 2"
 
 
 def test_unknown_field_from_the_service_names_it(client: JobClient, service: tuple[Service, str]) -> None:
