@@ -183,3 +183,63 @@ def metrics_configmap_name(job_id: str) -> str:
 def metrics_secret_name(job_id: str) -> str:
     """The Secret holding a job's metrics ingest token (owned by the job's parent)."""
     return f"{job_id}-metrics-token"
+
+
+# -- kubelab's own objects, and the recommended labels ------------------------------------------
+
+#: The label kubelab recognises its own pods and PVCs by (servers, their homes, jobs). It is a
+#: ``kubelab.io/`` key, which nothing else sets. ``app.kubernetes.io/managed-by`` cannot serve:
+#: KubeSpawner lets ``common_labels`` override every label it writes, and z2jh's hub config sets
+#: ``common_labels["app.kubernetes.io/managed-by"] = "kubespawner"``.
+KUBELAB_OBJECT_LABEL = LABEL_USER
+#: Kubernetes' recommended labels (https://kubernetes.io/docs/concepts/overview/working-with-objects/common-labels/).
+APP_NAME = "app.kubernetes.io/name"
+APP_INSTANCE = "app.kubernetes.io/instance"
+APP_COMPONENT = "app.kubernetes.io/component"
+APP_PART_OF = "app.kubernetes.io/part-of"
+#: ``app.kubernetes.io/part-of`` of everything kubelab makes.
+PART_OF_VALUE = "kubelab"
+# a label value: at most 63 characters, alphanumeric at both ends, ``-_.`` inside
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+
+
+def is_kubelab_object(labels: Mapping[str, str] | None) -> bool:
+    """Whether an object with ``labels`` is one kubelab made (it carries :data:`KUBELAB_OBJECT_LABEL`)."""
+    return KUBELAB_OBJECT_LABEL in (labels or {})
+
+
+def recommended_labels(*, name: str, instance: str, component: str) -> dict[str, str]:
+    """The recommended ``app.kubernetes.io/`` labels of one kubelab object.
+
+    ``part-of`` is always ``kubelab`` and ``managed-by`` :data:`MANAGED_BY_VALUE`. A value that
+    is not a valid label value (too long, odd characters) is replaced by its :func:`slug`.
+
+    Args:
+        name: The application the object runs, e.g. ``jupyterhub`` for a notebook server or
+            ``pytorch`` for a training job.
+        instance: This instance of it, unique among its kind: the server's pod name, the job's id.
+        component: Its role, e.g. ``singleuser-server``, ``job``, ``rank``.
+
+    Returns:
+        ``{app.kubernetes.io/name, instance, component, part-of, managed-by}``.
+    """
+    def value(text: str) -> str:
+        return text if len(text) <= MAX_LABEL and _LABEL_VALUE.fullmatch(text) else slug(text)
+
+    return {
+        APP_NAME: value(name),
+        APP_INSTANCE: value(instance),
+        APP_COMPONENT: value(component),
+        APP_PART_OF: PART_OF_VALUE,
+        MANAGED_BY: MANAGED_BY_VALUE,
+    }
+
+
+def metrics_configmap_name(job_id: str) -> str:
+    """The ConfigMap holding a job's metrics (owned by the job's parent)."""
+    return f"{job_id}-metrics"
+
+
+def metrics_secret_name(job_id: str) -> str:
+    """The Secret holding a job's metrics ingest token (owned by the job's parent)."""
+    return f"{job_id}-metrics-token"

@@ -17,8 +17,7 @@ from kubelab.core.naming import (
     LABEL_JOB,
     LABEL_SERVER,
     LABEL_USER,
-    MANAGED_BY,
-    MANAGED_BY_VALUE,
+    is_kubelab_object,
 )
 from kubelab.core.quantity import QuantityError, bytes_of, millicores
 
@@ -170,7 +169,8 @@ def pod_info(raw: Mapping[str, Any], *, keep_raw: bool | None = None) -> PodInfo
 
     Args:
         raw: The pod.
-        keep_raw: Keep the JSON on the record; default: only for pods labelled managed-by=kubelab.
+        keep_raw: Keep the JSON on the record; default: only for kubelab's own pods
+            (:func:`~kubelab.core.naming.is_kubelab_object`), whatever ``common_labels`` set.
     """
     meta = raw.get("metadata") or {}
     spec = raw.get("spec") or {}
@@ -187,7 +187,8 @@ def pod_info(raw: Mapping[str, Any], *, keep_raw: bool | None = None) -> PodInfo
     )
     core = effective_requests(spec, _core)
     if keep_raw is None:
-        keep_raw = labels.get(MANAGED_BY) == MANAGED_BY_VALUE
+        # not managed-by: KubeSpawner's common_labels override it (z2jh sets it to "kubespawner")
+        keep_raw = is_kubelab_object(labels)
     return PodInfo(
         namespace=meta.get("namespace", ""),
         name=meta.get("name", ""),
