@@ -9,6 +9,7 @@ from typing import Any
 from kubelab.core.catalogue import Catalogue, CatalogueError, load_catalogue
 
 from .handlers import availability_handlers
+from .offers import check_profile_sources
 
 
 def configure_hub(c: Any, catalogue: Catalogue) -> None:
@@ -31,6 +32,9 @@ def configure_hub(c: Any, catalogue: Catalogue) -> None:
 
     c.JupyterHub.spawner_class = LabSpawner
     c.LabSpawner.catalogue = catalogue
+    # a profile_list set so far (z2jh's is): one start-up line on how it combines with the
+    # catalogue, and a CatalogueError naming any key kubelab cannot honour (kubelab.spawner.offers)
+    check_profile_sources(c, catalogue, set(LabSpawner.class_trait_names(config=True)).__contains__)
     c.JupyterHub.extra_handlers.extend(availability_handlers(catalogue))
     # JupyterHub reads a limit of 0 as "unlimited", so 0 in the catalogue turns named servers off
     c.JupyterHub.allow_named_servers = catalogue.max_named_servers > 0

@@ -23,6 +23,7 @@ from kubelab.core.naming import (
     MANAGED_BY,
     MANAGED_BY_VALUE,
     home_claim_name,
+    recommended_labels,
     server_label,
     user_label,
 )
@@ -52,6 +53,7 @@ MANAGED_TRAITS: tuple[str, ...] = (
     "storage_capacity",
     "storage_access_modes",
     "storage_extra_annotations",
+    "storage_extra_labels",
 )
 
 HOME_VOLUME = "home"
@@ -183,3 +185,72 @@ def spawn_settings(
         ANNOTATION_USER: escape_template(username),
     }
     return out
+
+
+#: ``app.kubernetes.io/name`` of a notebook server: the application it runs.
+SERVER_APP_NAME = "jupyterhub"
+
+
+def identity_settings(
+    settings: Mapping[str, Any],
+    *,
+    username: str,
+    server_name: str,
+    groups: Iterable[str],
+    profile_slug: str,
+    pod_name: str,
+    pvc_name: str,
+    component: str,
+    gpus: int = 0,
+    gpu_class: str | None = None,
+) -> dict[str, Any]:
+    """kubelab's additions to one spawn's labels, annotations and environment (both sources).
+
+    These are what a ``profile_list`` spawn has beyond stock KubeSpawner's (the differential
+    test lists them): on the pod the ``kubelab.io/`` labels (:func:`pod_labels`) and the
+    recommended labels (:func:`~kubelab.core.naming.recommended_labels`; KubeSpawner's
+    ``common_labels`` and its component label still win, as for every label it writes), the
+    owner annotations, and ``KUBELAB_PROFILE`` (plus ``KUBELAB_GPU_CLASS``/``KUBELAB_GPUS`` with
+    GPUs); on the PVC the user label, by which kubelab recognises its homes, and the
+    recommended labels.
+
+    Args:
+        settings: The spawn's settings so far (``extra_labels``, ``extra_annotations``,
+            ``storage_extra_labels``, ``environment`` are read).
+        username: JupyterHub user name.
+        server_name: JupyterHub server name (``""``: default server).
+        groups: The user's groups (group quotas count over them).
+        profile_slug: The chosen profile.
+        pod_name: The server's pod name (the recommended ``instance``).
+        pvc_name: The home PVC's name (its ``instance``).
+        component: KubeSpawner's ``component_label``.
+        gpus: GPUs requested.
+        gpu_class: Their class key.
+
+    Returns:
+        New values of ``extra_labels``, ``extra_annotations``, ``storage_extra_labels`` and
+        ``environment``.
+    """
+    escaped = escape_template  # KubeSpawner expands {templates} in all four
+    labels = {
+        **(settings.get("extra_labels") or {}),
+        **recommended_labels(name=SERVER_APP_NAME, instance=pod_name, component=component),
+        **pod_labels(username, server_name, profile_slug),
+    }
+    annotations = {
+        **(settings.get("extra_annotations") or {}),
+        ANNOTATION_USER: escaped(username),
+        ANNOTATION_SERVER_NAME: escaped(server_name),
+        ANNOTATION_GROUPS: escaped(",".join(sorted(set(groups)))),
+    }
+    storage_labels = {
+        **(settings.get("storage_extra_labels") or {}),
+        **recommended_labels(name=SERVER_APP_NAME, instance=pvc_name, component=component),
+        LABEL_USER: user_label(username),
+    }
+    env = {**(settings.get("environment") or {}), "KUBELAB_PROFILE": profile_slug}
+    if gpu_class is not None and gpus:
+        env["KUBELAB_GPU_CLASS"] = gpu_class
+        env["KUBELAB_GPUS"] = str(gpus)
+    return {"extra_labels": labels, "extra_annotations": annotations, "storage_extra_labels": storage_labels,
+            "environment": env}

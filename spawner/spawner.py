@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -40,10 +42,34 @@ from kubelab.core.naming import (
 from kubelab.core.quota import QuotaExceeded, QuotaLedger, shared_ledger
 from kubelab.core.records import PodInfo
 
-from .form import profile_views, render_form
+from .form import catalogue_entry, listed_entry, profile_views, render_form, render_profile_template, with_default
 from .messages import event_message, is_hopeless, quota_refusal_message, unschedulable_message
-from .objects import MANAGED_TRAITS, server_label, spawn_settings
-from .options import OptionsError, Selection, offered_profiles, options_from_form, validate_user_options
+from .objects import MANAGED_TRAITS, identity_settings, server_label, spawn_settings
+from .offers import listed_for, load_profile_list, validate_offer
+from .options import OptionsError, SpawnChoice, offered_profiles, options_from_form
+from .profile_list import (
+    ListSelection,
+    ProfileListError,
+    apply_overrides,
+    override_names,
+    profile_overrides,
+    static_gpu_requests,
+    with_gpus,
+)
+
+
+@dataclass(frozen=True)
+class SpawnPlan:
+    """One spawn, decided once: the validated choice and every setting it sets.
+
+    Attributes:
+        choice: The validated choice (catalogue :class:`~kubelab.spawner.options.Selection` or
+            ``profile_list`` :class:`~kubelab.spawner.profile_list.ListSelection`).
+        settings: Setting name → value, set whole on the spawner.
+    """
+
+    choice: SpawnChoice
+    settings: Mapping[str, Any]
 
 
 class _CacheReflector:
@@ -174,17 +200,21 @@ class LabSpawner(KubeSpawner):
         # JupyterHub runs this before start() and turns our HTTPError into the response status,
         # so a refused REST or form request never reaches Kubernetes
         async def apply(spawner: LabSpawner, user_options: dict[str, Any]) -> None:
-            await spawner.load_user_options()
+            await spawner.load_user_options(fresh=True)
 
         return apply
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # the configured values are the clean base every spawn starts from
-        self._base_settings = {name: copy.deepcopy(getattr(self, name)) for name in MANAGED_TRAITS}
-        self.selection: Selection | None = None
+        # (profile_list overrides add the settings they name at their first use, see _snapshot)
+        self._base_settings: dict[str, Any] = {name: copy.deepcopy(getattr(self, name)) for name in MANAGED_TRAITS}
+        self.selection: SpawnChoice | None = None
+        # this spawn's plan: made once (apply_user_options, else the start) and carried through
+        # KubeSpawner's own load_user_options call inside _start
+        self._plan: SpawnPlan | None = None
+        self._static_profiles: list[dict[str, Any]] | None = None
         self._progress_messages: list[str] = []
-        self._home_pin: dict[str, str] = {}
 
     # -- catalogue, groups, cache --------------------------------------------------------------
 
@@ -225,32 +255,98 @@ class LabSpawner(KubeSpawner):
 
     # -- options ------------------------------------------------------------------------------
 
-    async def load_user_options(self) -> Selection:  # type: ignore[override]
-        """Validate ``user_options`` and apply the selection on the clean base.
+    def _settable(self, name: str) -> bool:
+        """Whether ``name`` is a configurable setting (what a ``kubespawner_override`` may name)."""
+        return self.has_trait(name) and bool(self.trait_metadata(name, "config"))
+
+    async def listed_profiles(self) -> list[dict[str, Any]]:
+        """``profile_list``, evaluated (a callable gets this spawner, as in KubeSpawner), initialised, checked.
 
         Raises:
-            tornado.web.HTTPError: 400/403 with the reason (see :mod:`kubelab.spawner.options`).
+            tornado.web.HTTPError: 500 naming what kubelab cannot honour (a configuration error;
+                a static list was already checked at hub start-up).
+        """
+        raw = self.profile_list
+        if not callable(raw) and self._static_profiles is not None:
+            return self._static_profiles
+        if callable(raw):
+            raw = raw(self)
+            if inspect.isawaitable(raw):
+                raw = await raw
+        try:
+            profiles = load_profile_list(raw, self.get_catalogue(), self._settable)
+        except ProfileListError as e:
+            raise web.HTTPError(500, f"the hub's KubeSpawner.profile_list is invalid: {e}") from e
+        if not callable(self.profile_list):
+            self._static_profiles = profiles
+        return profiles
+
+    def _snapshot(self, names: set[str]) -> None:
+        """Record the configured value of settings before any spawn changes them."""
+        for name in names - self._base_settings.keys():
+            self._base_settings[name] = copy.deepcopy(getattr(self, name))
+
+    def _base_value(self, name: str) -> Any:
+        return self._base_settings[name] if name in self._base_settings else getattr(self, name)
+
+    async def plan_spawn(self) -> SpawnPlan:
+        """Validate ``user_options`` and compute every setting of the spawn; nothing is applied.
+
+        Every setting any spawn has changed starts from its configured value, so nothing leaks
+        from one spawn of this server into the next.
+
+        Raises:
+            tornado.web.HTTPError: 400/403 with the reason (see :mod:`kubelab.spawner.offers`).
         """
         catalogue = self.get_catalogue()
+        listed = await self.listed_profiles()
         try:
-            selection = validate_user_options(self.user_options, catalogue, self.user_groups)
+            choice = validate_offer(self.user_options, catalogue, listed, self.user_groups)
         except OptionsError as e:
             raise web.HTTPError(e.status, e.message, reason=e.message) from e
-        try:  # the home kept across the naming upgrade, never another user's (kubelab.core.home)
-            home = await find_home_claim(self.api, self.namespace, self.user.name)
-        except HomeClaimError as e:
-            raise web.HTTPError(e.status, e.message, reason=e.message) from e
-        settings = spawn_settings(
-            selection, catalogue, username=self.user.name, server_name=self.name or "",
-            groups=self.user_groups, base=self._base_settings, home_claim=home.claim,
-        )
-        # the home-volume node pin of this start (see _wait_for_home) survives KubeSpawner's own
-        # second call of load_user_options inside _start
-        settings["node_selector"] = {**settings["node_selector"], **self._home_pin}
-        for name, value in settings.items():
-            setattr(self, name, value)
-        self.selection = selection
-        return selection
+        if isinstance(choice, ListSelection):
+            self._snapshot(override_names(choice.profile))
+            settings = {name: copy.deepcopy(value) for name, value in self._base_settings.items()}
+            settings.update(await apply_overrides(self._base_settings, profile_overrides(choice.profile, choice.chosen), self))
+            choice = with_gpus(choice, settings, catalogue.gpu_classes)
+        else:
+            try:  # the home kept across the naming upgrade, never another user's (kubelab.core.home)
+                home = await find_home_claim(self.api, self.namespace, self.user.name)
+            except HomeClaimError as e:
+                raise web.HTTPError(e.status, e.message, reason=e.message) from e
+            settings = {name: copy.deepcopy(value) for name, value in self._base_settings.items()}
+            settings.update(spawn_settings(
+                choice, catalogue, username=self.user.name, server_name=self.name or "",
+                groups=self.user_groups, base=self._base_settings, home_claim=home.claim,
+            ))
+        settings.update(identity_settings(
+            settings, username=self.user.name, server_name=self.name or "", groups=self.user_groups,
+            profile_slug=choice.slug, pod_name=self.pod_name, pvc_name=settings.get("pvc_name") or self.pvc_name,
+            component=self.component_label, gpus=choice.gpus,
+            gpu_class=choice.gpu_class.key if choice.gpu_class else None,
+        ))
+        return SpawnPlan(choice, settings)
+
+    async def load_user_options(self, fresh: bool = False) -> SpawnChoice:  # type: ignore[override]
+        """This spawn's validated choice, with its settings applied; validated once per spawn.
+
+        ``apply_user_options`` (JupyterHub, before ``start``) plans with ``fresh=True``; the later
+        calls (the start, KubeSpawner's ``_start``) reuse that plan, so the home pin that
+        ``_wait_for_home`` adds in between stays.
+
+        Args:
+            fresh: Plan anew even when a plan exists (a new spawn begins).
+
+        Raises:
+            tornado.web.HTTPError: 400/403 with the reason (see :mod:`kubelab.spawner.offers`).
+        """
+        if fresh or self._plan is None:
+            plan = await self.plan_spawn()
+            for name, value in plan.settings.items():
+                setattr(self, name, value)
+            self._plan = plan
+            self.selection = plan.choice
+        return self._plan.choice
 
     def get_args(self) -> list[str]:
         """Add ``--allow-root`` where the server runs as root (see ``allow_root``)."""
@@ -284,22 +380,54 @@ class LabSpawner(KubeSpawner):
         return best[1] if best else {}
 
     async def render_options_form(self) -> str:
-        """Render the picker for this user (JupyterHub calls it with the spawner)."""
+        """Render the picker for this user (JupyterHub calls it with the spawner).
+
+        kubelab's own picker, unless a ``profile_list`` or a KubeSpawner form template
+        (``profile_form_template``, ``additional_profile_form_template_paths``, which
+        fancy-profiles' ``setup_ui`` sets) is configured: then that template, given every
+        profile of the user in KubeSpawner's shape with availability in the descriptions.
+        """
         catalogue = self.get_catalogue()
+        groups = self.user_groups
+        listed = listed_for(await self.listed_profiles(), groups)
+        requests = {}
+        classes = dict(catalogue.gpu_classes)
+        for profile in listed:
+            names = override_names(profile) | {"extra_resource_limits", "extra_resource_guarantees", "node_selector"}
+            requests[profile["slug"]] = static_gpu_requests(profile, {n: self._base_value(n) for n in names}, catalogue.gpu_classes)
+            classes.update({cls.key: cls for cls, _ in requests[profile["slug"]].values() if cls is not None})
         try:
             ledger = await self.ledger()
-            remaining = ledger.snapshot(self.user.name, self.user_groups)["gpus_remaining"]
-            availability = await self.availability()
-        except TimeoutError as e:
+            remaining = ledger.snapshot(self.user.name, groups)["gpus_remaining"]
+            cache = await self.cluster()
+            availability = gpu_availability(cache.nodes.values(), cache.pods.values(), classes)
+        except (TimeoutError, web.HTTPError) as e:
             # the API server is unreachable: still show the choices; the spawn itself will say why
             self.log.warning("picker without live availability: %s", e)
             remaining, availability = None, {}
         views = profile_views(
-            offered_profiles(catalogue, self.user_groups), catalogue, availability,
+            offered_profiles(catalogue, groups), catalogue, availability,
             gpus_remaining=remaining,  # type: ignore[arg-type]
         )
-        url = f"{self.hub.base_url}api/kubelab/availability" if self.hub else "/hub/api/kubelab/availability"
-        return render_form(views, self.last_options(), url)
+        last = self.last_options()
+        if not (listed or self.profile_form_template or self.additional_profile_form_template_paths):
+            url = f"{self.hub.base_url}api/kubelab/availability" if self.hub else "/hub/api/kubelab/availability"
+            return render_form(views, last, url)
+        all_listed = await self.listed_profiles()
+        try:
+            default: str | None = validate_offer({}, catalogue, all_listed, groups).slug
+        except OptionsError:
+            default = None
+        try:  # pre-select the last choice only while it is still valid (as KubeSpawner does)
+            last = validate_offer(last, catalogue, all_listed, groups).as_options() if last else {}
+        except OptionsError:
+            last = {}
+        entries = [listed_entry(p, requests[p["slug"]], availability, remaining) for p in listed]  # type: ignore[arg-type]
+        entries += [catalogue_entry(v) for v in views]
+        return render_profile_template(
+            with_default(entries, default), last,
+            template_paths=self.additional_profile_form_template_paths, template=self.profile_form_template,
+        )
 
     # -- start --------------------------------------------------------------------------------
 
@@ -309,8 +437,12 @@ class LabSpawner(KubeSpawner):
 
     async def _start(self) -> str:
         self._progress_messages = []
-        self._home_pin = {}
-        selection = await self.load_user_options()
+        try:
+            return await self._start_planned(await self.load_user_options())
+        finally:
+            self._plan = None  # the next spawn plans anew, even one started without apply_user_options
+
+    async def _start_planned(self, selection: SpawnChoice) -> str:
         cache = await self.cluster()
         ledger = shared_ledger(cache, self.get_catalogue())
         what = f"server '{self.name}'" if self.name else "your default server"
@@ -330,12 +462,15 @@ class LabSpawner(KubeSpawner):
         reservation.commit()
         return url
 
-    async def _wait_for_home(self, selection: Selection, cache: ClusterCache) -> None:
-        """RWO homes: wait for terminating holders, and follow live holders to their node."""
-        catalogue = self.get_catalogue()
-        if catalogue.home.access_mode != "ReadWriteOnce":
+    async def _wait_for_home(self, selection: SpawnChoice, cache: ClusterCache) -> None:
+        """RWO homes: wait for terminating holders, and follow live holders to their node.
+
+        The home is the spawn's ``pvc_name`` (the catalogue's home, or a ``profile_list``
+        site's own claim, e.g. z2jh's ``claim-<user>``), ReadWriteOnce by its ``storage_access_modes``.
+        """
+        if "ReadWriteOnce" not in (self.storage_access_modes or []):
             return
-        claim = self.pvc_name  # the home load_user_options chose
+        claim = self.pvc_name  # the home this spawn's plan chose
         label = user_label(self.user.name)
 
         def terminating() -> list[PodInfo]:
@@ -365,8 +500,9 @@ class LabSpawner(KubeSpawner):
                 f"Your home volume is ReadWriteOnce and in use by {holders} on node {node}, which has no "
                 f"{cls.display_name}; stop it first",
             )
-        self._home_pin = {HOSTNAME_LABEL: labels.get(HOSTNAME_LABEL, node)}
-        self.node_selector = {**self.node_selector, **self._home_pin}
+        # set on the spawner, after the plan: KubeSpawner's own load_user_options keeps the plan
+        self.node_selector = {**self.node_selector, HOSTNAME_LABEL: labels.get(HOSTNAME_LABEL, node)}
+
         self._say(f"Your home volume is in use on node {node}; placing this server there too")
 
     async def _watch_unschedulable(self, cache: ClusterCache) -> str:
@@ -381,7 +517,7 @@ class LabSpawner(KubeSpawner):
 
         return await cache.wait_for(doomed)
 
-    async def _start_reserved(self, selection: Selection, cache: ClusterCache) -> str:
+    async def _start_reserved(self, selection: SpawnChoice, cache: ClusterCache) -> str:
         await self._wait_for_home(selection, cache)
         gpu = f"{selection.gpus} × {selection.gpu_class.display_name}" if selection.gpu_class else "CPU only"
         self._say(f"Creating your server ({gpu}, home volume {self.pvc_name})")

@@ -54,9 +54,13 @@ CATALOGUE: dict[str, Any] = {
 }
 
 
-def hub_config(catalogue_path: Path, namespace: str, extra: str = "") -> str:
-    """jupyterhub_config.py text for a LabSpawner hub in ``namespace``."""
-    return textwrap.dedent(
+def hub_config(catalogue_path: Path, namespace: str, extra: str = "", before: str = "") -> str:
+    """jupyterhub_config.py text for a LabSpawner hub in ``namespace``.
+
+    ``before`` runs before kubelab's wiring (as z2jh's own config runs before kubelab's
+    ``extraConfig``), ``extra`` after it.
+    """
+    return before + textwrap.dedent(
         f"""
         from kubelab.spawner import configure_hub, load_catalogue_or_exit
         configure_hub(c, load_catalogue_or_exit({str(catalogue_path)!r}))
@@ -92,13 +96,15 @@ def make_namespace(core: kubernetes.client.CoreV1Api, prefix: str = "kl-spawner"
     return name
 
 
-def start_hub(cluster: Any, namespace: str, workdir: Path, catalogue: dict[str, Any] | None = None, extra: str = "") -> HubProcess:
+def start_hub(
+    cluster: Any, namespace: str, workdir: Path, catalogue: dict[str, Any] | None = None, extra: str = "", before: str = "",
+) -> HubProcess:
     """Write the catalogue and start a LabSpawner hub reachable from pods."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "catalogue.yaml"
     path.write_text(yaml.safe_dump(catalogue or CATALOGUE))
     hub = HubProcess(
-        hub_config(path, namespace, extra),
+        hub_config(path, namespace, extra, before),
         connect_ip=cluster.host_ip,
         workdir=workdir,
         env={"KUBECONFIG": str(cluster.kubeconfig)},
