@@ -12,8 +12,9 @@ K8S_BIN := $(KUBELAB_CACHE)/k8s-v1.20.2/bin
 PYTEST_ARGS ?=
 
 # Debian packages: etcd for the control plane, iproute2 for pod network namespaces,
-# chromium for browser tests, nodejs/npm for the local OIDC provider and the proxy, python3-venv for .venv.
-APT_PACKAGES := etcd-server openssl iproute2 util-linux procps chromium fonts-dejavu-core python3-venv ca-certificates
+# chromium for browser tests, nodejs/npm for the local OIDC provider and the proxy, python3-venv for .venv,
+# openmpi-bin (mpirun, and the libmpi the mpi4py wheel loads) and openssh-server for real MPI jobs.
+APT_PACKAGES := etcd-server openssl iproute2 util-linux procps chromium fonts-dejavu-core python3-venv ca-certificates openmpi-bin openssh-server
 
 .PHONY: help setup system venv oidc proxy controlplane test lint unit demo bench images docs clean
 

@@ -34,6 +34,17 @@ from dataclasses import dataclass, field
 DEFAULT_PORTS = {"pytorch": 29500, "tensorflow": 2222, "mpi": 22, "replicas": 29500}
 FRAMEWORKS = tuple(DEFAULT_PORTS)
 PREFIX = "kubelab-entrypoint"
+DEFAULT_SSH_DIR = "/kubelab/ssh"
+# Per-pod MPI bookkeeping. /tmp is the pod's own, and sessions of the pod's sshd see it too, so a
+# rank started by mpirun on a worker leaves its exit status where that worker's entrypoint reads it.
+MPI_STATE = "/tmp/kubelab-mpi"
+MPI_FAILED = f"{MPI_STATE}/failed"
+MPI_DONE = f"{MPI_STATE}/done"
+# Each MPI process runs under this: a non-zero exit is recorded with its MPI rank in its pod.
+MPI_RANK_WRAPPER = ["sh", "-c", f'"$@"; code=$?; if [ "$code" -ne 0 ]; then mkdir -p {MPI_STATE}; '
+                    f'echo "$OMPI_COMM_WORLD_RANK $code" >> {MPI_FAILED}; fi; exit "$code"', "kubelab-mpi-rank"]
+SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+               "-o", "LogLevel=ERROR"]
 
 
 class EntrypointError(RuntimeError):
@@ -50,6 +61,9 @@ class Launch:
         wait_resolve: Peers whose names must resolve before launching.
         wait_connect: ``(host, port)`` that must accept a TCP connection before launching.
         mpi_hostfile: Content of the MPI hostfile to write before launching (``{hostfile}`` in argv).
+        mpi_workers: MPI launcher: the workers' sshd ``(host, port)``, told when the run is over.
+        sshd_port: MPI worker: the port its own sshd serves (``{sshd_config}`` in argv).
+        ssh_dir: MPI: the folder holding the job's key (``id_rsa``, ``authorized_keys``).
     """
 
     argv: list[str]
@@ -57,6 +71,9 @@ class Launch:
     wait_resolve: list[str] = field(default_factory=list)
     wait_connect: list[tuple[str, int]] = field(default_factory=list)
     mpi_hostfile: str | None = None
+    mpi_workers: list[tuple[str, int]] = field(default_factory=list)
+    sshd_port: int | None = None
+    ssh_dir: str = ""
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None = None, minimum: int = 0) -> int:
@@ -164,18 +181,30 @@ def plan(env: Mapping[str, str], args: Sequence[str], python: str = sys.executab
         launcher = env.get("KUBELAB_MPI_LAUNCHER", "mpirun")
         if launcher not in ("mpirun", "horovodrun"):
             raise EntrypointError(f"KUBELAB_MPI_LAUNCHER={launcher!r}; allowed: mpirun, horovodrun")
+        ssh_dir = env.get("KUBELAB_MPI_SSH_DIR") or DEFAULT_SSH_DIR
         if rank != 0:
-            # Worker side: serve sshd in the foreground until the launcher is done.
-            return Launch(["/usr/sbin/sshd", "-D", "-e", "-p", str(peers[rank][1])])
+            # Worker side: this pod's own sshd (its own config, host key and port; never the
+            # machine's), until the launcher says the run is over.
+            port = peers[rank][1]
+            return Launch(["/usr/sbin/sshd", "-D", "-e", "-f", "{sshd_config}"], sshd_port=port, ssh_dir=ssh_dir)
         total = world * nprocs
+        workers = peers[1:]
+        ssh_port = peers[1][1] if workers else port
         if launcher == "horovodrun":
             hosts = ",".join(f"{h}:{nprocs}" for h, _ in peers)
-            argv = ["horovodrun", "-np", str(total), "-H", hosts, *command]
-            return Launch(argv, wait_connect=[(h, p) for h, p in peers[1:]])
+            argv = ["horovodrun", "-np", str(total), "-H", hosts, "-p", str(ssh_port), "-i", "{ssh_key}", *command]
+            return Launch(argv, wait_connect=list(workers), mpi_workers=list(workers), ssh_dir=ssh_dir)
         hostfile = "".join(f"{h} slots={nprocs}\n" for h, _ in peers)
-        argv = ["mpirun", "-np", str(total), "--hostfile", "{hostfile}", *command]
-        return Launch(argv, env={"OMPI_MCA_plm_rsh_args": f"-p {peers[0][1]}"},
-                      wait_connect=[(h, p) for h, p in peers[1:]], mpi_hostfile=hostfile)
+        forward = [a for name in ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "KUBELAB_JOB", "KUBELAB_BACKEND")
+                   if env.get(name) for a in ("-x", name)]
+        argv = ["mpirun", "-np", str(total), "--hostfile", "{hostfile}", *forward, *MPI_RANK_WRAPPER, *command]
+        return Launch(argv, env={
+            "OMPI_MCA_plm_rsh_args": " ".join(["-p", str(ssh_port), "-i", "{ssh_key}", *SSH_OPTIONS]),
+            # Pods commonly run as root; Open MPI refuses that without both of these.
+            "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+            # Open MPI cuts "<pod>.<subdomain>" to "<pod>", which only resolves with the subdomain.
+            "OMPI_MCA_orte_keep_fqdn_hostnames": "1",
+        }, wait_connect=list(workers), mpi_hostfile=hostfile, mpi_workers=list(workers), ssh_dir=ssh_dir)
     return Launch(command)
 
 
@@ -210,16 +239,39 @@ def wait_for_peers(launch: Launch, timeout: float, sleep: float = 0.5) -> None:
                 time.sleep(sleep)
 
 
-def run(launch: Launch) -> int:
-    """Run ``launch`` as a child, forwarding SIGTERM/SIGINT so a cancel stops the training processes."""
-    env = dict(os.environ, **launch.env)
-    argv = list(launch.argv)
-    tmp = None
-    if launch.mpi_hostfile is not None:
-        tmp = tempfile.NamedTemporaryFile("w", prefix="kubelab-hostfile-", delete=False)
-        tmp.write(launch.mpi_hostfile)
-        tmp.close()
-        argv = [a.replace("{hostfile}", tmp.name) for a in argv]
+def sshd_config(state: str, port: int, ssh_dir: str) -> str:
+    """A worker's own sshd configuration: its port, a host key made for this pod, the job's
+    authorized key, keys only. It lives in a temporary folder, so no sshd of the machine is touched."""
+    return "\n".join([
+        f"Port {port}", f"HostKey {state}/host_key", f"PidFile {state}/sshd.pid",
+        f"AuthorizedKeysFile {ssh_dir}/authorized_keys",
+        # Secret volumes are not the user's own 0700 ~/.ssh that StrictModes expects.
+        "StrictModes no", "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
+        "PermitRootLogin prohibit-password", "PrintMotd no", "",
+    ])
+
+
+def _private_key_copy(ssh_dir: str) -> str:
+    """The job's private key copied to a 0600 file: ssh refuses a key that others may read."""
+    fd, path = tempfile.mkstemp(prefix="kubelab-ssh-key-")
+    with open(os.path.join(ssh_dir, "id_rsa"), "rb") as src, os.fdopen(fd, "wb") as dst:
+        dst.write(src.read())
+    os.chmod(path, 0o600)
+    return path
+
+
+def _read_failures(text: str) -> list[tuple[int, int]]:
+    """``(MPI rank, exit code)`` lines of a failed-ranks file."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].lstrip("-").isdigit() and parts[1].isdigit():
+            out.append((int(parts[0]), int(parts[1])))
+    return out
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own process group, with SIGTERM/SIGINT forwarded to it."""
     if shutil.which(argv[0]) is None and not os.path.exists(argv[0]):
         raise EntrypointError(f"{argv[0]} is not installed in this image")
     child = subprocess.Popen(argv, env=env, start_new_session=True)
@@ -232,11 +284,90 @@ def run(launch: Launch) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    return child
+
+
+def run_mpi_worker(launch: Launch, env: dict[str, str], poll: float = 0.5) -> int:
+    """Serve sshd until the launcher marks the run done; exit 1 if an MPI rank of this pod failed."""
+    assert launch.sshd_port is not None
+    state = tempfile.mkdtemp(prefix="kubelab-sshd-")
+    keygen = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{state}/host_key"],
+                            capture_output=True, text=True)
+    if keygen.returncode != 0:
+        raise EntrypointError(f"ssh-keygen failed: {keygen.stderr.strip()}")
+    config = f"{state}/sshd_config"
+    with open(config, "w") as f:
+        f.write(sshd_config(state, launch.sshd_port, launch.ssh_dir))
+    os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation folder (the pod's own /run)
+    child = _spawn([a.replace("{sshd_config}", config) for a in launch.argv], env)
     try:
-        return child.wait()
+        while not os.path.exists(MPI_DONE):
+            if child.poll() is not None:
+                raise EntrypointError(f"sshd exited with code {child.returncode} before the launcher was done")
+            time.sleep(poll)
     finally:
-        if tmp is not None:
-            os.unlink(tmp.name)
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
+    failures = _read_failures(open(MPI_FAILED).read()) if os.path.exists(MPI_FAILED) else []
+    for mpi_rank, code in failures:
+        print(f"{PREFIX}: MPI rank {mpi_rank} on this worker exited with code {code}", file=sys.stderr, flush=True)
+    return 1 if failures else 0
+
+
+def finish_mpi(launch: Launch, key: str, code: int) -> int:
+    """After mpirun: tell every worker the run is over, and collect which pods' ranks failed.
+
+    The launcher's own exit code is its own ranks' verdict: a worker whose rank failed fails itself,
+    so the job names that rank; only a failure nobody recorded (ssh, mpirun itself) fails here.
+    """
+    failed_elsewhere = []
+    for host, port in launch.mpi_workers:
+        done = subprocess.run(["ssh", "-p", str(port), "-i", key, *SSH_OPTIONS, host,
+                               f"mkdir -p {MPI_STATE} && touch {MPI_DONE} && cat {MPI_FAILED} 2>/dev/null; true"],
+                              capture_output=True, text=True, timeout=60)
+        if _read_failures(done.stdout):
+            failed_elsewhere.append(host)
+    own = _read_failures(open(MPI_FAILED).read()) if os.path.exists(MPI_FAILED) else []
+    for mpi_rank, rc in own:
+        print(f"{PREFIX}: MPI rank {mpi_rank} on this pod exited with code {rc}", file=sys.stderr, flush=True)
+    if own:
+        return 1
+    if failed_elsewhere:
+        print(f"{PREFIX}: {launch.argv[0]} exited with code {code}: MPI ranks failed on {', '.join(failed_elsewhere)}",
+              file=sys.stderr, flush=True)
+        return 0
+    return code
+
+
+def run(launch: Launch) -> int:
+    """Run ``launch`` as a child, forwarding SIGTERM/SIGINT so a cancel stops the training processes."""
+    env = dict(os.environ, **launch.env)
+    if launch.sshd_port is not None:
+        return run_mpi_worker(launch, env)
+    argv = list(launch.argv)
+    temporary = []
+    key = None
+    if launch.mpi_workers:
+        key = _private_key_copy(launch.ssh_dir)
+        temporary.append(key)
+    # One worker: mpirun starts every rank here and never uses ssh.
+    env = {k: v.replace("{ssh_key}", key or "/dev/null") for k, v in env.items()}
+    argv = [a.replace("{ssh_key}", key or "/dev/null") for a in argv]
+    if launch.mpi_hostfile is not None:
+        tmp = tempfile.NamedTemporaryFile("w", prefix="kubelab-hostfile-", delete=False)
+        tmp.write(launch.mpi_hostfile)
+        tmp.close()
+        temporary.append(tmp.name)
+        argv = [a.replace("{hostfile}", tmp.name) for a in argv]
+    try:
+        code = _spawn(argv, env).wait()
+        if key is not None:
+            code = finish_mpi(launch, key, code)
+        return code
+    finally:
+        for path in temporary:
+            os.unlink(path)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

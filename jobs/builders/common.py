@@ -36,6 +36,7 @@ from kubelab.jobs.spec import JobSpec, JobSpecError
 
 if TYPE_CHECKING:
     from kubelab.jobs.builders.trainer import TrainerRuntime
+    from kubelab.jobs.sshkeys import SshAuth
 
 CONTAINER_NAME = "trainer"
 ENTRYPOINT = ["python", "-m", "kubelab.jobs.entrypoint"]
@@ -71,6 +72,8 @@ class BuildContext:
         trainer_runtime: The replicatedJob and container names of the ClusterTrainingRuntime a
             TrainJob refers to, as read from the cluster (:mod:`kubelab.jobs.runtimes`); None
             uses Trainer v2.3.0's own runtimes (``trainer-v2`` engine only).
+        ssh_auth: The job's SSH key pair (:func:`kubelab.jobs.sshkeys.new_ssh_auth`) for MPI ranks;
+            the plain engine ships it in a Secret the job owns.
         home_claim: The user's home PVC as :func:`kubelab.core.home.find_home_claim` chose it;
             None: :func:`~kubelab.core.naming.home_claim_name` of the user.
         default_cpu_millis: CPU per worker when the spec names none (the policy's ``Decision``).
@@ -91,6 +94,7 @@ class BuildContext:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     groups: tuple[str, ...] = ()
     trainer_runtime: TrainerRuntime | None = None
+    ssh_auth: SshAuth | None = None
     home_claim: str | None = None
     default_cpu_millis: int | None = None
     default_memory_bytes: int | None = None

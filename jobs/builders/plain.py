@@ -26,6 +26,12 @@ from kubelab.jobs.builders.common import (
 from kubelab.jobs.spec import JobSpec
 
 ENGINE = "plain"
+# Where MPI ranks find the job's SSH key (CONTRACT.md, KUBELAB_MPI_SSH_DIR); the file names are
+# the MPI Operator's (mpi_job_controller.go, sshVolumeItems).
+SSH_DIR = "/kubelab/ssh"
+SSH_ITEMS = [{"key": "ssh-privatekey", "path": "id_rsa", "mode": 0o600},
+             {"key": "ssh-publickey", "path": "id_rsa.pub", "mode": 0o644},
+             {"key": "ssh-publickey", "path": "authorized_keys", "mode": 0o644}]
 
 
 def peers(spec: JobSpec, user: str) -> list[str]:
@@ -52,6 +58,37 @@ def make_headless_service(spec: JobSpec, ctx: BuildContext) -> dict[str, Any]:
     }
 
 
+def ssh_secret_name(spec: JobSpec, ctx: BuildContext) -> str:
+    """``<job id>-ssh``, as the MPI Operator names its jobs' SSH Secrets."""
+    return f"{job_id(ctx.user, spec.name)}-ssh"
+
+
+def make_ssh_secret(spec: JobSpec, ctx: BuildContext) -> dict[str, Any] | None:
+    """The ``kubernetes.io/ssh-auth`` Secret of an MPI job (None for other frameworks, or without a
+    key in the context); owned by the job like every child, so it goes when the job does."""
+    if spec.framework != "mpi" or ctx.ssh_auth is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/ssh-auth",
+        "metadata": {"name": ssh_secret_name(spec, ctx), "namespace": ctx.namespace,
+                     "labels": labels(ctx.user, spec.name)},
+        "stringData": {"ssh-privatekey": ctx.ssh_auth.private_key, "ssh-publickey": ctx.ssh_auth.public_key},
+    }
+
+
+def _with_ssh(spec: JobSpec, ctx: BuildContext, pod: dict[str, Any]) -> None:
+    """Mount the job's SSH Secret in an MPI rank and tell the entrypoint where it is."""
+    if spec.framework != "mpi" or ctx.ssh_auth is None:
+        return
+    pod.setdefault("volumes", []).append(
+        {"name": "ssh", "secret": {"secretName": ssh_secret_name(spec, ctx), "items": SSH_ITEMS}})
+    container = pod["containers"][0]
+    container.setdefault("volumeMounts", []).append({"name": "ssh", "mountPath": SSH_DIR, "readOnly": True})
+    container["env"].append({"name": "KUBELAB_MPI_SSH_DIR", "value": SSH_DIR})
+
+
 def make_rank_job(spec: JobSpec, ctx: BuildContext, rank: int, files_configmap: str | None = None) -> dict[str, Any]:
     """The batch/v1 Job of one rank.
 
@@ -62,6 +99,7 @@ def make_rank_job(spec: JobSpec, ctx: BuildContext, rank: int, files_configmap: 
     vols, mounts = volumes(spec, ctx, files_configmap)
     env = contract_env(spec, ctx, rank=rank, peers=peers(spec, ctx.user))
     pod = pod_spec(spec, ctx, container(spec, ctx, env, mounts), vols)
+    _with_ssh(spec, ctx, pod)
     pod["hostname"] = f"{jid}-{rank}"
     pod["subdomain"] = jid
     job_labels = labels(ctx.user, spec.name, rank=rank, component=COMPONENT_RANK)
@@ -83,7 +121,9 @@ def make_rank_job(spec: JobSpec, ctx: BuildContext, rank: int, files_configmap: 
 
 
 def make_objects(spec: JobSpec, ctx: BuildContext, files_configmap: str | None = None) -> list[dict[str, Any]]:
-    """The headless Service and one Job per rank (the parent and its files are built elsewhere)."""
-    return [make_headless_service(spec, ctx)] + [
+    """The headless Service, an MPI job's SSH Secret, and one Job per rank (the parent and its files
+    are built elsewhere)."""
+    secret = make_ssh_secret(spec, ctx)
+    return [make_headless_service(spec, ctx)] + ([secret] if secret else []) + [
         make_rank_job(spec, ctx, r, files_configmap) for r in range(spec.workers)
     ]

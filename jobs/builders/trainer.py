@@ -50,6 +50,8 @@ NODE = "node"
 INITIALIZER_JOBS = frozenset({"dataset-initializer", "model-initializer"})
 # The sshd port of Trainer v2.3.0's MPI runtimes (their node containers' readinessProbe).
 MPI_SSH_PORT = 2222
+# Where Trainer v2.3.0's MPI runtimes mount the job's SSH key (mlPolicy.mpi.sshAuthMountPath).
+MPI_SSH_DIR = "/home/mpiuser/.ssh"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class TrainerRuntime:
         mpi: Whether its ML policy is MPI (mpirun over sshd).
         launcher_as_node: MPI ``runLauncherAsNode``: the launcher is one of the nodes.
         ssh_port: The port the node pods' sshd listens on (MPI only).
+        ssh_dir: Where Trainer mounts the job's SSH key (MPI ``sshAuthMountPath``).
     """
 
     name: str
@@ -89,6 +92,7 @@ class TrainerRuntime:
     mpi: bool = False
     launcher_as_node: bool = False
     ssh_port: int = MPI_SSH_PORT
+    ssh_dir: str = MPI_SSH_DIR
 
     @property
     def trainer_job(self) -> RuntimeJob:
@@ -141,7 +145,8 @@ def default_runtime(framework: str, name: str | None = None) -> TrainerRuntime:
     name = name or upstream.name
     if name in DEFAULT_RUNTIMES:
         return DEFAULT_RUNTIMES[name]
-    return TrainerRuntime(name, upstream.jobs, upstream.mpi, upstream.launcher_as_node, upstream.ssh_port)
+    return TrainerRuntime(name, upstream.jobs, upstream.mpi, upstream.launcher_as_node, upstream.ssh_port,
+                          upstream.ssh_dir)
 
 
 def runtime_from_object(obj: Mapping[str, Any]) -> TrainerRuntime:
@@ -164,6 +169,7 @@ def runtime_from_object(obj: Mapping[str, Any]) -> TrainerRuntime:
     return TrainerRuntime(
         name=str(obj["metadata"]["name"]), jobs=tuple(jobs), mpi=mpi is not None,
         launcher_as_node=bool((mpi or {}).get("runLauncherAsNode", False)), ssh_port=ssh_port,
+        ssh_dir=str((mpi or {}).get("sshAuthMountPath") or MPI_SSH_DIR),
     )
 
 
@@ -218,6 +224,9 @@ def make_trainjob(spec: JobSpec, ctx: BuildContext, files_configmap: str | None 
         "numNodes": spec.workers,
         "env": rank_env() + contract_env(spec, ctx, rank=None, peers=peers(spec, ctx, runtime), port=port),
     }
+    if runtime.mpi:
+        # Trainer makes the job's SSH key Secret and mounts it here (plugins/mpi/mpi.go).
+        trainer["env"].append({"name": "KUBELAB_MPI_SSH_DIR", "value": runtime.ssh_dir})
     res = resources(spec, ctx)
     if res:
         trainer["resourcesPerNode"] = res

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from kubelab.core.catalogue import HomeStorage
-from kubelab.jobs.builders import BuildContext, job_id, kubeflow, make_children
+from kubelab.jobs.builders import BuildContext, job_id, kubeflow, make_children, plain
 from kubelab.jobs.spec import JobSpec
+from kubelab.jobs.sshkeys import new_ssh_auth
 
 CTX = BuildContext(user="alice", namespace="jobs", image="img:1", home=HomeStorage(access_mode="ReadWriteMany"),
                    groups=("physics",), simulate=True)
@@ -84,3 +85,25 @@ def test_kubeflow_restart_policy_makes_retries_count(retries: int, policy: str) 
         assert replica["restartPolicy"] == policy
         assert "restartPolicy" not in replica["template"]["spec"]  # the operator sets it (and warns otherwise)
     assert obj["spec"]["runPolicy"]["backoffLimit"] == retries
+
+
+def test_an_mpi_job_ships_its_own_ssh_key_to_every_rank() -> None:
+    """The MPI Operator's way: a kubernetes.io/ssh-auth Secret per job, owned by it, in every rank."""
+    auth = new_ssh_auth()
+    ctx = BuildContext(**{**CTX.__dict__, "ssh_auth": auth})
+    objects = make_children(JobSpec(name="j", framework="mpi", script="t.py", workers=2), ctx, "plain",
+                            (job_id("alice", "j"), "uid"))
+    (secret,) = [o for o in objects if o["kind"] == "Secret"]
+    assert secret["type"] == "kubernetes.io/ssh-auth" and secret["metadata"]["name"] == f"{job_id('alice', 'j')}-ssh"
+    assert secret["metadata"]["ownerReferences"][0]["name"] == job_id("alice", "j")
+    assert secret["stringData"]["ssh-privatekey"].startswith("-----BEGIN EC PRIVATE KEY-----")
+    assert secret["stringData"]["ssh-publickey"].startswith("ecdsa-sha2-nistp521 ")
+    assert auth.private_key not in repr(auth)
+    for job in (o for o in objects if o["kind"] == "Job"):
+        pod = job["spec"]["template"]["spec"]
+        assert {"name": "ssh", "secret": {"secretName": secret["metadata"]["name"], "items": plain.SSH_ITEMS}} in pod[
+            "volumes"]
+        assert {"name": "ssh", "mountPath": "/kubelab/ssh", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+        assert {"name": "KUBELAB_MPI_SSH_DIR", "value": "/kubelab/ssh"} in pod["containers"][0]["env"]
+    others = make_children(JobSpec(name="j", script="t.py", workers=2), ctx, "plain", (job_id("alice", "j"), "uid"))
+    assert not [o for o in others if o["kind"] == "Secret" and o["type"] == "kubernetes.io/ssh-auth"]

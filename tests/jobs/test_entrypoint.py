@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from kubelab.jobs import entrypoint
-from kubelab.jobs.entrypoint import EntrypointError, Launch, plan, wait_for_peers
+from kubelab.jobs.entrypoint import MPI_RANK_WRAPPER, SSH_OPTIONS, EntrypointError, Launch, plan, wait_for_peers
 
 SCRIPTS = Path(__file__).parent / "scripts"
 REPO = Path(__file__).resolve().parents[2]
@@ -46,13 +46,17 @@ PLANS = [
     pytest.param(env(KUBELAB_MODULE="pkg.train", KUBELAB_SCRIPT="", KUBELAB_FRAMEWORK="replicas", KUBELAB_RANK="1"),
                  ["py", "-m", "pkg.train", "a"], {}, [], [], id="replicas-module"),
     pytest.param(env(KUBELAB_FRAMEWORK="mpi", KUBELAB_NPROCS="2"),
-                 ["mpirun", "-np", "6", "--hostfile", "{hostfile}", "py", "train.py", "a"],
-                 {"OMPI_MCA_plm_rsh_args": "-p 22"}, [], [("job-1.job", 22), ("job-2.job", 22)],
-                 id="mpi-rank0-mpirun"),
-    pytest.param(env(KUBELAB_FRAMEWORK="mpi", KUBELAB_RANK="1"), ["/usr/sbin/sshd", "-D", "-e", "-p", "22"], {}, [], [],
-                 id="mpi-worker-sshd"),
+                 ["mpirun", "-np", "6", "--hostfile", "{hostfile}", "-x", "KUBELAB_JOB", *MPI_RANK_WRAPPER,
+                  "py", "train.py", "a"],
+                 {"OMPI_MCA_plm_rsh_args": "-p 22 -i {ssh_key} " + " ".join(SSH_OPTIONS),
+                  "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+                  "OMPI_MCA_orte_keep_fqdn_hostnames": "1"},
+                 [], [("job-1.job", 22), ("job-2.job", 22)], id="mpi-rank0-mpirun"),
+    pytest.param(env(KUBELAB_FRAMEWORK="mpi", KUBELAB_RANK="1"), ["/usr/sbin/sshd", "-D", "-e", "-f", "{sshd_config}"],
+                 {}, [], [], id="mpi-worker-sshd"),
     pytest.param(env(KUBELAB_FRAMEWORK="mpi", KUBELAB_MPI_LAUNCHER="horovodrun"),
-                 ["horovodrun", "-np", "3", "-H", "job-0.job:1,job-1.job:1,job-2.job:1", "py", "train.py", "a"],
+                 ["horovodrun", "-np", "3", "-H", "job-0.job:1,job-1.job:1,job-2.job:1", "-p", "22", "-i", "{ssh_key}",
+                  "py", "train.py", "a"],
                  {}, [], [("job-1.job", 22), ("job-2.job", 22)], id="mpi-horovodrun"),
 ]
 
