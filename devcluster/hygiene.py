@@ -10,7 +10,8 @@ on the host; this module removes what the old agents left, and only that.
 A path is removed only when every marker says the devcluster made it:
 
 * a pod folder of this state records it as a mount target or working directory in
-  a ``launch.json`` written by an old agent (one without ``rootfs``);
+  a ``launch.json`` written by an old agent (one without ``rootfs``), and the pod did not run
+  in a private root (its folder has no ``rootfs/``);
 * it was born (``statx`` birth time) after that pod folder, so it did not exist before the pod;
 * it is an empty folder (or empty file, for a file mount), owned by root, not a mount point.
 
@@ -72,8 +73,8 @@ def legacy_records(agent_state: Path) -> Iterator[tuple[Path, list[str]]]:
             spec = json.loads(spec_path.read_text())
         except (OSError, ValueError):
             continue
-        if "rootfs" in spec:
-            continue  # written by an agent that gives pods a private root: it created nothing
+        if "rootfs" in spec or (spec_path.parent / "rootfs").exists():
+            continue  # run in a private root (by a new agent, or an old one with the new launcher)
         paths = [m["target"] for m in spec.get("mounts") or [] if m.get("target")]
         if spec.get("cwd"):
             paths.append(spec["cwd"])

@@ -134,8 +134,10 @@ def test_only_what_an_old_agent_created_for_its_pods_is_removed(tmp_path):
                                f"{host}/pre-existing", f"{host}/has-content", f"{host}/file.conf"],
                 cwd=f"{host}/workdir")
     _legacy_pod(agent, "new", [f"{host}/made-by-someone-else"], new=True)
+    # An old agent with the new launcher: the pod ran in a private root (rootfs/ is there).
+    (_legacy_pod(agent, "old-agent-new-launcher", [f"{host}/also-someone-elses"]) / "rootfs").mkdir()
     for folder in ("secrets/kubernetes.io/serviceaccount", "home/jovyan", "has-content", "workdir",
-                   "made-by-someone-else"):
+                   "made-by-someone-else", "also-someone-elses"):
         (host / folder).mkdir(parents=True)
     (host / "has-content" / "data").write_text("keep me")
     (host / "file.conf").touch()
@@ -145,5 +147,6 @@ def test_only_what_an_old_agent_created_for_its_pods_is_removed(tmp_path):
     assert sorted(str(p.relative_to(host)) for p in removed) == [
         "file.conf", "home/jovyan", "secrets", "secrets/kubernetes.io", "secrets/kubernetes.io/serviceaccount",
         "workdir"]
-    assert sorted(p.name for p in host.iterdir()) == ["has-content", "home", "made-by-someone-else", "pre-existing"]
+    assert sorted(p.name for p in host.iterdir()) == [
+        "also-someone-elses", "has-content", "home", "made-by-someone-else", "pre-existing"]
     assert (host / "home" / "someone").is_dir() and (host / "has-content" / "data").exists()
