@@ -19,6 +19,7 @@ from kubelab.core.catalogue import GpuClass, HomeStorage, SharedStorage
 from kubelab.core.naming import (
     ANNOTATION_GROUPS,
     COMPONENT_ENV,
+    COMPONENT_METRICS_TOKEN,
     COMPONENT_RANK,
     KUEUE_QUEUE_LABEL,
     LABEL_COMPONENT,
@@ -29,6 +30,7 @@ from kubelab.core.naming import (
     MANAGED_BY_VALUE,
     SIMULATE_ANNOTATION,
     home_claim_name,
+    metrics_secret_name,
     user_label,
 )
 from kubelab.core.quantity import format_bytes, format_millicores
@@ -48,6 +50,8 @@ FILES_MOUNT_DIR = "/kubelab/files"
 FILES_HOME = "home"
 FILES_SHARED = "shared"
 FILES_CONFIGMAP = "configmap"
+#: Folder under the files root (home or shared volume) holding every job's log directory.
+RUNS_FOLDER = "kubelab-runs"
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,10 @@ class BuildContext:
             None: :func:`~kubelab.core.naming.home_claim_name` of the user.
         default_cpu_millis: CPU per worker when the spec names none (the policy's ``Decision``).
         default_memory_bytes: Memory per worker when the spec names none.
+        metrics_url: This job's metrics ingest URL on the hub (``KUBELAB_METRICS_URL``); None gives
+            the ranks no metrics env (their ``metrics.log`` calls then keep nothing).
+        metrics_token: The job's random ingest token, shipped in a Secret the job owns
+            (:func:`make_metrics_secret`) and read by the ranks through ``secretKeyRef``.
     """
 
     user: str
@@ -98,6 +106,8 @@ class BuildContext:
     home_claim: str | None = None
     default_cpu_millis: int | None = None
     default_memory_bytes: int | None = None
+    metrics_url: str | None = None
+    metrics_token: str | None = None
 
     @property
     def home_claim_name(self) -> str:
@@ -241,7 +251,47 @@ def contract_env(spec: JobSpec, ctx: BuildContext, *, rank: int | str | None, pe
            for k in sorted(spec.env) if k not in values]
     env += [{"name": k, "value": v} for k, v in sorted(ctx.extra_env.items()) if k not in values]
     env += [{"name": k, "value": v} for k, v in values.items()]
+    return env + observability_env(spec, ctx)
+
+
+def observability_env(spec: JobSpec, ctx: BuildContext) -> list[dict[str, Any]]:
+    """Where the ranks send metrics (``kubelab.jobs.metrics``) and write TensorBoard files.
+
+    ``KUBELAB_METRICS_URL`` is the job's ingest URL and ``KUBELAB_METRICS_TOKEN`` its per-job
+    token, read from the job's Secret (never a literal in the pod spec); ``KUBELAB_LOG_DIR`` is
+    ``<files root>/kubelab-runs/<job>`` where the user's server sees the same files.
+    """
+    env: list[dict[str, Any]] = []
+    if ctx.metrics_url and ctx.metrics_token:
+        secret = metrics_secret_name(job_id(ctx.user, spec.name))
+        env += [{"name": "KUBELAB_METRICS_URL", "value": ctx.metrics_url},
+                {"name": "KUBELAB_METRICS_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}}]
+    if files_mode(ctx.home, ctx.shared) in (FILES_HOME, FILES_SHARED):
+        env.append({"name": "KUBELAB_LOG_DIR", "value": log_dir(working_dir(ctx), spec.name)})
     return env
+
+
+def log_dir(root: str, job_name: str) -> str:
+    """A job's log directory (TensorBoard event files) under the files root pods and server share."""
+    return f"{root.rstrip('/')}/{RUNS_FOLDER}/{job_name}"
+
+
+def make_metrics_secret(spec: JobSpec, ctx: BuildContext) -> dict[str, Any] | None:
+    """The Secret holding the job's metrics ingest token (None without one); the job owns it.
+    The service keeps only the token's sha256, on the parent."""
+    if not ctx.metrics_token:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": metrics_secret_name(job_id(ctx.user, spec.name)),
+            "namespace": ctx.namespace,
+            "labels": labels(ctx.user, spec.name, component=COMPONENT_METRICS_TOKEN),
+        },
+        "data": {"token": base64.b64encode(ctx.metrics_token.encode()).decode()},
+    }
 
 
 def resources(spec: JobSpec, ctx: BuildContext) -> dict[str, Any]:
