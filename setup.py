@@ -28,6 +28,7 @@ setup(
         "kubelab.hub_config": ["*.yaml", "*.json", "templates/*.html", "oidc/*.mjs", "oidc/*.json", "oidc/*.yaml", "oidc/*.sh",
                                "chp/*.json", "chp/*.sh"],
         "kubelab.spawner": ["templates/*.html", "static/*"],
+        "kubelab.widgets": ["*.svg"],
         "kubelab.devcluster": ["*.sh"],
         "kubelab.jobs": ["*.yaml", "templates/*.html"],
         "kubelab.jobs.examples": ["*.ipynb"],
@@ -91,5 +92,9 @@ setup(
             "kubelab-devcluster = kubelab.devcluster.cli:main",
             "kubelab-check-config = kubelab.core.catalogue:main",
         ],
+        # TensorBoard over the jobs' log directories, in the user's own server (docs/jobs.md).
+        # and the JupyterLab launcher tile "Distributed job" (kubelab.widgets.newjob).
+        "jupyter_serverproxy_servers": ["tensorboard = kubelab.jobs.tensorboard:server_proxy",
+                                        "kubelab-new-job = kubelab.widgets.newjob:server_proxy"],
     },
 )
