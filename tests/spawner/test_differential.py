@@ -223,6 +223,23 @@ async def test_plan_is_made_once_per_spawn(kubeconfig, catalogue, lab_spawners, 
     assert spawner.image == "jupyter/base-notebook:latest"
 
 
+async def test_async_callable_profile_list(kubeconfig, catalogue, lab_spawners):
+    """profile_list as an async callable, called with the spawner (KubeSpawner's contract)."""
+    seen = []
+
+    async def profiles(spawner):
+        seen.append(spawner.user.name)
+        return copy.deepcopy(EXAMPLES["kubespawner-list"])
+
+    config = z2jh_config([])
+    config.KubeSpawner.profile_list = profiles
+    spawner = make(LabSpawner, config, catalogue)
+    want_pod, want_pvc = await manifests(lab_spawners["kubespawner-list"], {"profile": "demo-2"})
+    got_pod, got_pvc = await manifests(spawner, {"profile": "demo-2"})
+    assert (got_pod, got_pvc) == (want_pod, want_pvc)
+    assert seen == ["alice"]
+
+
 # -- the same refusal on the form and the REST API, through a real hub -------------------------
 
 DEMO = EXAMPLES["kubespawner-list"]
@@ -246,6 +263,13 @@ def hub(cluster, core, tmp_path_factory):
     yield h, ns
     h.stop()
     core.delete_namespace(ns)
+
+
+def test_key_kubelab_cannot_honour_stops_the_hub(cluster, core, tmp_path):
+    bad = [{"display_name": "Typo", "kubespawner_override": {"cpu_limt": 2}}]
+    with pytest.raises(RuntimeError, match=r"KubeSpawner.profile_list: profile_list\[0\].kubespawner_override.cpu_limt: "
+                                            r"not a KubeSpawner setting"):
+        start_hub(cluster, "default", tmp_path / "badhub", before=f"c.KubeSpawner.profile_list = {bad!r}\n")
 
 
 def test_startup_line_says_how_sources_combine(hub):
