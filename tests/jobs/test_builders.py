@@ -100,6 +100,7 @@ def test_plain_rank_job(rank: int) -> None:
         "FOO": {"secretKeyRef": {"name": f"{JID}-env", "key": "FOO"}}, "KUBELAB_JOB": "ddp", "KUBELAB_FRAMEWORK": "pytorch", "KUBELAB_WORLD_SIZE": "2",
         "KUBELAB_NPROCS": "1", "KUBELAB_PEERS": f"{JID}-0.{JID},{JID}-1.{JID}", "KUBELAB_PORT": "29500",
         "KUBELAB_RENDEZVOUS_TIMEOUT": "300", "KUBELAB_RANK": str(rank), "KUBELAB_SCRIPT": "train.py",
+        "KUBELAB_LOG_DIR": "/home/jovyan/kubelab-runs/ddp",
     }
 
 
