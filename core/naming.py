@@ -50,6 +50,12 @@ ANNOTATION_FILES = "kubelab.io/files"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 #: The node label the scheduler and the home pinning use to name a node.
 HOSTNAME_LABEL = "kubernetes.io/hostname"
+#: JupyterHub scope: submit, list, watch and cancel one's own jobs.
+JOBS_SCOPE = "custom:kubelab:jobs"
+#: JupyterHub scope: every user's jobs.
+JOBS_ADMIN_SCOPE = "custom:kubelab:jobs-admin"
+#: The hub role holding both scopes, for the admin users and groups.
+JOBS_ADMIN_ROLE = "kubelab-jobs-admin"
 #: Marks pods the devcluster's process node reports Running without running them (benchmarks).
 SIMULATE_ANNOTATION = "kubelab.io/simulate"
 

@@ -1,42 +1,47 @@
-"""The process-wide GPU and server quota ledger, shared by the spawner and the jobs service.
+"""The GPU and server quota ledger, shared by the spawner and the jobs service.
 
-Usage is counted over every pod labelled ``kubelab.io/user`` in the cluster cache (servers and
-jobs alike), plus *reservations*: starts that passed the check but whose pods the cache has not
-seen yet. Checking and reserving happen under one asyncio lock with no await in between, so N
-concurrent starts with room for one admit exactly one.
+Usage is counted from what exists:
 
-A reservation names the pods it will become with a label selector (``match``). It stops counting
-once the cache holds matching pods covering it, or when released, or ``ttl`` seconds after commit
-(a safety net for pods that never appear)::
+* every active pod labelled ``kubelab.io/user`` in the cluster cache (servers and jobs alike;
+  pods in a terminal phase count for nothing, a terminating pod still holds its GPUs);
+* *holdings* from registered sources: the jobs service reports the GPUs of live jobs whose pods
+  do not exist yet (queued in Kueue, waiting for the Job controller), and nothing for ended jobs;
+* *reservations*: starts in flight. A reservation lasts exactly as long as its spawn or submit and
+  never waits for a timer; while it runs, cached pods matching ``match`` replace it.
 
-    async with ledger.reserve("alice", ["gpu-users"], gpus=2, servers=0, what="job 'ddp'",
-                              match={"kubelab.io/user": "alice", "kubelab.io/job": "ddp"}):
-        await create_the_objects()      # an exception here releases the reservation
-    # leaving the block commits it: it keeps counting until the pods show up in the cache
+Checking and reserving happen under one asyncio lock with no await in between, so N concurrent
+starts with room for one admit exactly one::
 
-or, without a block: ``r = await ledger.reserve(...)`` then ``r.commit()`` / ``r.release()``.
+    async with ledger.reserve("alice", ["gpu-users"], gpus=2, what="job 'ddp'"):
+        parent = await create_the_record()
+        jobs_cache.apply("ADDED", parent)   # from here the job itself holds the GPUs
+    # leaving the block, by success or by an exception, ends the reservation
+
 A refusal raises :class:`QuotaExceeded` with a message such as
-``GPU quota: you use 2 of 2 GPUs (server 'big'); stop it to start this one``.
+``GPU quota: you use 2 of 2 GPUs (server 'big' with 2); stop it to start job 'ddp'``.
 
 Group limits (``quotas.groups``) count every pod whose ``kubelab.io/groups`` annotation names the
-group: the groups its owner had at launch. Pods that kubelab creates must carry that annotation
-(see :data:`kubelab.core.records.ANNOTATION_GROUPS`) for group quotas to see them.
+group: the groups its owner had at launch. Pods that kubelab creates carry that annotation
+(:data:`kubelab.core.naming.ANNOTATION_GROUPS`) for group quotas to see them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any, Protocol
 
 from kubelab.core.catalogue import Catalogue, Limits
 from kubelab.core.naming import LABEL_SERVER, user_label
 
 from .cluster import ClusterCache
 from .records import PodInfo
+
+#: What a 429 quota refusal suggests as ``Retry-After``: servers and jobs end on their own scale.
+RETRY_AFTER_SECONDS = 30
 
 
 class QuotaExceeded(Exception):
@@ -58,6 +63,11 @@ class QuotaExceeded(Exception):
         """HTTP status for this refusal."""
         return 403 if self.permanent else 429
 
+    @property
+    def retry_after(self) -> int | None:
+        """Seconds for a ``Retry-After`` header: the quota is full now, not forever (None for 403)."""
+        return None if self.permanent else RETRY_AFTER_SECONDS
+
 
 @dataclass
 class Usage:
@@ -76,9 +86,39 @@ class Usage:
     server_holders: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Holding:
+    """GPUs held by something that has no (or not all of its) pods yet, e.g. a queued job.
+
+    Attributes:
+        user: The holder's ``kubelab.io/user`` label value.
+        groups: The holder's groups at launch.
+        gpus: GPUs held beyond those its active pods already request.
+        what: Words for messages, e.g. ``job 'ddp' (queued)``.
+    """
+
+    user: str
+    groups: tuple[str, ...]
+    gpus: int
+    what: str
+
+
+class HoldingsSource(Protocol):
+    """Something besides pods that holds quota (the jobs service: jobs whose pods do not exist yet)."""
+
+    def holdings(self) -> Iterable[Holding]:
+        """Every current holding."""
+
+
 @dataclass
 class Reservation:
-    """Capacity held for a start in flight; see the module docs."""
+    """Capacity held for a start in flight; it lasts exactly as long as the start.
+
+    A reservation ends when its spawn or submit ends, whether it succeeded or failed: leaving the
+    ``async with`` block releases it. From then on what the start created holds the quota (the
+    server's pod, the job's record). While the start runs, cached pods that match ``match`` and
+    cover the reservation replace it, so nothing is counted twice.
+    """
 
     ledger: QuotaLedger
     id: int
@@ -88,18 +128,10 @@ class Reservation:
     servers: int
     what: str
     match: Mapping[str, str]
-    committed_at: float | None = None
-    ttl: float = 120.0
     released: bool = False
 
-    def commit(self, ttl: float | None = None) -> None:
-        """The objects were created: keep counting until the cache sees the pods (or ``ttl`` s)."""
-        if ttl is not None:
-            self.ttl = ttl
-        self.committed_at = time.monotonic()
-
     def release(self) -> None:
-        """Stop counting now (the start failed or was abandoned)."""
+        """Stop counting now."""
         self.released = True
         self.ledger._reservations.pop(self.id, None)
 
@@ -109,31 +141,29 @@ class Reservation:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.release()
-
+        self.release()
 
 
 class _PendingReserve:
     """Awaitable + async context manager returned by :meth:`QuotaLedger.reserve`."""
 
-    def __init__(self, ledger: QuotaLedger, kwargs: dict) -> None:
+    def __init__(self, ledger: QuotaLedger, kwargs: dict[str, Any]) -> None:
         self._ledger = ledger
         self._kwargs = kwargs
         self._reservation: Reservation | None = None
 
-    def __await__(self):  # noqa: ANN204
+    def __await__(self) -> Generator[Any, None, Reservation]:
         return self._ledger._reserve(**self._kwargs).__await__()
 
     async def __aenter__(self) -> Reservation:
         self._reservation = await self._ledger._reserve(**self._kwargs)
         return self._reservation
 
-    async def __aexit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
-        assert self._reservation is not None
-        await self._reservation.__aexit__(exc_type, exc, tb)
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._reservation is not None:
+            self._reservation.release()
 
 
 def _plural(n: int, word: str) -> str:
@@ -154,6 +184,11 @@ class QuotaLedger:
         self.lock = asyncio.Lock()
         self._reservations: dict[int, Reservation] = {}
         self._ids = itertools.count(1)
+        self._sources: list[HoldingsSource] = []
+
+    def add_source(self, source: HoldingsSource) -> None:
+        """Count ``source``'s holdings too (the jobs service registers itself at start-up)."""
+        self._sources.append(source)
 
     # -- counting ------------------------------------------------------------------------------
 
@@ -162,14 +197,16 @@ class QuotaLedger:
         return sum(n for r, n in pod.requests.items() if r in resources)
 
     def _live_reservations(self) -> list[Reservation]:
-        now = time.monotonic()
-        live = []
-        for r in list(self._reservations.values()):
-            if r.committed_at is not None and now - r.committed_at > r.ttl:
-                self._reservations.pop(r.id, None)
-                continue
-            live.append(r)
-        return live
+        return list(self._reservations.values())
+
+    def _holdings(self) -> list[Holding]:
+        return [h for source in self._sources for h in source.holdings() if h.gpus > 0]
+
+    @staticmethod
+    def _add_holdings(usage: Usage, holdings: Iterable[Holding]) -> None:
+        for h in holdings:
+            usage.gpus += h.gpus
+            usage.gpu_holders.append(f"{h.what} with {h.gpus}")
 
     def _covered(self, r: Reservation, pods: Iterable[PodInfo]) -> bool:
         """Whether cached pods matching ``r.match`` already account for the reservation."""
@@ -187,9 +224,7 @@ class QuotaLedger:
     def _add_reservations(self, usage: Usage, reservations: Iterable[Reservation], pods: list[PodInfo]) -> None:
         for r in reservations:
             if self._covered(r, pods):
-                if r.committed_at is not None:  # its pods are counted now; drop it
-                    self._reservations.pop(r.id, None)
-                continue
+                continue  # its pods are in the cache and counted already
             usage.gpus += r.gpus
             usage.servers += r.servers
             if r.gpus:
@@ -215,6 +250,7 @@ class QuotaLedger:
         pods = self.cache.pods_of_user(label)
         usage = Usage()
         self._add_pods(usage, pods)
+        self._add_holdings(usage, [h for h in self._holdings() if h.user == label])
         self._add_reservations(usage, [r for r in self._live_reservations() if user_label(r.user) == label], pods)
         return usage
 
@@ -223,6 +259,7 @@ class QuotaLedger:
         pods = [p for p in self.cache.labelled_pods() if group in p.groups]
         usage = Usage()
         self._add_pods(usage, pods)
+        self._add_holdings(usage, [h for h in self._holdings() if group in h.groups])
         self._add_reservations(usage, [r for r in self._live_reservations() if group in r.groups], pods)
         return usage
 
@@ -283,7 +320,6 @@ class QuotaLedger:
         servers: int = 0,
         what: str,
         match: Mapping[str, str] | None = None,
-        ttl: float = 120.0,
     ) -> _PendingReserve:
         """Check the quotas and hold ``gpus``/``servers`` for ``user``; await it or use ``async with``.
 
@@ -295,7 +331,6 @@ class QuotaLedger:
             what: Words for messages, e.g. ``"server 'big'"`` or ``"job 'ddp'"``.
             match: Labels of the pods the start will create; once the cache sees them, they count
                 instead of the reservation. Always include ``kubelab.io/user``.
-            ttl: Seconds a committed reservation may wait for its pods before it lapses.
 
         Raises:
             QuotaExceeded: Refused; nothing is held.
@@ -303,17 +338,17 @@ class QuotaLedger:
         return _PendingReserve(
             self,
             {"user": user, "groups": tuple(sorted(set(groups))), "gpus": gpus, "servers": servers,
-             "what": what, "match": dict(match or {}), "ttl": ttl},
+             "what": what, "match": dict(match or {})},
         )
 
     async def _reserve(
         self, *, user: str, groups: tuple[str, ...], gpus: int, servers: int, what: str,
-        match: Mapping[str, str], ttl: float,
+        match: Mapping[str, str],
     ) -> Reservation:
         async with self.lock:
             # no await between check and insert: the decision and the hold are atomic
             self.check(user, groups, gpus=gpus, servers=servers, what=what)
-            r = Reservation(self, next(self._ids), user, groups, gpus, servers, what, match, ttl=ttl)
+            r = Reservation(self, next(self._ids), user, groups, gpus, servers, what, match)
             self._reservations[r.id] = r
             return r
 
@@ -336,14 +371,3 @@ class QuotaLedger:
                 remaining = left if remaining is None else min(remaining, left)
         out["gpus_remaining"] = remaining
         return out
-
-
-_ledgers: dict[int, QuotaLedger] = {}
-
-
-def shared_ledger(cache: ClusterCache, catalogue: Catalogue) -> QuotaLedger:
-    """The process-wide ledger for ``cache`` (one per cache, so spawner and jobs share it)."""
-    ledger = _ledgers.get(id(cache))
-    if ledger is None:
-        ledger = _ledgers[id(cache)] = QuotaLedger(cache, catalogue)
-    return ledger

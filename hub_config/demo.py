@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from kubelab.core.catalogue import EXAMPLE_PATH
+from kubelab.devcluster import DevclusterError, down, ensure_cluster, status
 from kubelab.hub_config.provider import (
     DEFAULT_USERS_FILE,
     OidcProvider,
@@ -194,8 +195,6 @@ def run(args: argparse.Namespace) -> int:
     state = Path(args.state or cache_dir() / "demo")
     state.mkdir(parents=True, exist_ok=True)
     secret_file = ensure_client_secret(state / "oidc-client-secret")
-
-    from kubelab.devcluster import DevclusterError, down, ensure_cluster, status
 
     stop = threading.Event()
     # SIGTERM (e.g. from a supervisor) tears down like Ctrl-C does.

@@ -16,27 +16,31 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from traitlets.config import Config
 from traitlets.config.loader import LazyConfigValue
 
 from kubelab.core.catalogue import EXAMPLE_PATH, Catalogue, CatalogueError, load_catalogue
+from kubelab.core.platform import Platform
 from kubelab.hub_config import logredact
 from kubelab.hub_config.auth import HubConfigError, configure_auth
 from kubelab.hub_config.culling import idle_culler_service
 from kubelab.hub_config.proxy import ProxyNotInstalled, chp_command
-from kubelab.hub_config.scopes import configure_jobs
+from kubelab.jobs.roles import configure_jobs
+from kubelab.spawner import configure_spawner
+from kubelab.spawner.handlers import SUMMARY_PATH
 
 log = logging.getLogger("JupyterHub")
 
 #: kubelab's page templates; JupyterHub's own stay reachable as ``templates/<name>``.
 TEMPLATES_DIR = Path(__file__).with_name("templates")
-#: Where the login and home pages fetch the free-GPU summary (the spawner's public endpoint).
-DEFAULT_AVAILABILITY_PATH = "api/kubelab/availability/summary"
 
-__all__ = ["HubConfigError", "CatalogueError", "configure", "configure_spawner", "configure_named_servers"]
+__all__ = ["HubConfigError", "CatalogueError", "configure", "configure_platform", "configure_named_servers",
+           "load_catalogue_or_exit"]
 
 
 def catalogue_path(environ: Mapping[str, str]) -> Path:
@@ -44,27 +48,67 @@ def catalogue_path(environ: Mapping[str, str]) -> Path:
     return Path(environ.get("KUBELAB_CONFIG") or EXAMPLE_PATH)
 
 
-def configure_spawner(c: Config, catalogue: Catalogue) -> str:
-    """Let ``kubelab.spawner`` set the spawner class and its handlers.
+def load_catalogue_or_exit(path: str | Path) -> Catalogue:
+    """Load the catalogue for a ``jupyterhub_config.py``; on any error stop the hub with one line.
+
+    The line names the file, the path in it and what is allowed, e.g.
+    ``kubelab: invalid catalogue: /etc/kubelab/catalogue.yaml: profiles[2].gpu.class: unknown GPU class 'h100'; allowed: a100``.
 
     Raises:
-        HubConfigError: The spawner package lacks ``configure_hub``.
+        SystemExit: With status 1 when the catalogue is invalid (traitlets lets it through the
+            config loader, so JupyterHub exits before binding any port).
     """
     try:
-        from kubelab.spawner import configure_hub
-    except ImportError as e:
-        raise HubConfigError(f"kubelab.spawner.configure_hub cannot be imported: {e}") from e
-    configure_hub(c, catalogue)
-    return "spawner: kubelab.spawner.LabSpawner"
+        return load_catalogue(path)
+    except CatalogueError as e:
+        # one line on stderr: logging is not configured yet while the config file runs
+        print(f"kubelab: invalid catalogue: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
-def availability_path() -> str:
-    """Path below the hub's base URL of the spawner's public GPU availability endpoint."""
-    try:
-        from kubelab.spawner.handlers import SUMMARY_PATH
-    except ImportError:
-        return DEFAULT_AVAILABILITY_PATH
-    return str(SUMMARY_PATH).lstrip("/")
+def admin_groups_of(c: Config) -> list[str]:
+    """The admin groups set on whichever authenticator section ``configure_auth`` filled in."""
+    groups: set[str] = set()
+    for section in c:
+        if section.endswith("Authenticator") and "admin_groups" in c[section]:
+            groups |= set(c[section].admin_groups)
+    return sorted(groups)
+
+
+def configure_platform(
+    c: Config,
+    catalogue: Catalogue,
+    *,
+    jobs: bool = True,
+    jobs_namespace: str | None = None,
+    admin_groups: Iterable[str] = (),
+    **jobs_options: Any,
+) -> Platform:
+    """Build the hub's one :class:`Platform` and hand it to the spawner and the jobs service.
+
+    The platform starts while the hub starts (JupyterHub runs its config file inside its
+    running event loop), so the cluster cache is loading and the jobs reconciler running before
+    any request arrives; nothing is started lazily by a request.
+
+    Args:
+        c: The hub's config.
+        catalogue: The loaded catalogue.
+        jobs: Also run the jobs service (tests of the spawner alone turn it off).
+        jobs_namespace: Namespace for jobs (default: see :func:`kubelab.jobs.roles.jobs_namespace`).
+        admin_groups: Groups whose members see every job.
+        jobs_options: Passed to :class:`kubelab.jobs.service.JobsService`.
+
+    Returns:
+        The platform (launched when a loop runs).
+    """
+    init_shared_lists(c)
+    platform = Platform(catalogue)
+    configure_spawner(c, platform)
+    configure_named_servers(c, catalogue)
+    if jobs:
+        configure_jobs(c, platform, namespace=jobs_namespace, admin_groups=admin_groups, **jobs_options)
+    platform.launch()
+    return platform
 
 
 def configure_named_servers(c: Config, catalogue: Catalogue) -> None:
@@ -91,7 +135,7 @@ def configure_templates(c: Config, catalogue: Catalogue) -> None:
     variables.update(
         kubelab_platform_name=catalogue.platform_name,
         kubelab_login_service=catalogue.login_service,
-        kubelab_availability_path=availability_path(),
+        kubelab_availability_path=SUMMARY_PATH.lstrip("/"),
         kubelab_gpu_classes={key: g.display_name for key, g in catalogue.gpu_classes.items()},
     )
     c.JupyterHub.template_vars = variables
@@ -157,10 +201,9 @@ def configure(c: Config, environ: Mapping[str, str] | None = None) -> list[str]:
     init_shared_lists(c)
     summary = [f"catalogue {path}: {len(catalogue.profiles)} profiles, {len(catalogue.gpu_classes)} GPU classes"]
     summary.append(configure_auth(c, environ, catalogue))
-    summary.append(configure_spawner(c, catalogue))
-    configure_named_servers(c, catalogue)
+    configure_platform(c, catalogue, admin_groups=admin_groups_of(c))
+    summary.append("spawner: kubelab.spawner.LabSpawner; jobs service in the hub; platform starts with the hub")
     summary.append(configure_culler(c, catalogue, path, environ))
-    summary.append(configure_jobs(c, catalogue))
     configure_templates(c, catalogue)
     configure_proxy(c)
     logredact.install()

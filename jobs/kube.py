@@ -7,17 +7,17 @@ exponential backoff and jitter.
 
 :class:`JobCache` keeps the kubelab jobs of one namespace current (parent ConfigMaps, rank Jobs,
 their pods and the pods' events) by LIST-then-WATCH, resuming from the last resourceVersion and
-re-LISTing only on 410 Gone, so status reads never LIST per request. One per process and
-namespace (:func:`shared_job_cache`).
+re-LISTing only on 410 Gone, so status reads never LIST per request. The jobs service holds one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,8 +25,8 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from kubelab.core.informer import Informer, raise_for_status
 from kubelab.core.naming import LABEL_JOB, LABEL_USER, MANAGED_BY, MANAGED_BY_VALUE
-from kubelab.core.watch import keep_watching, raise_for_status, watch_events
 
 log = logging.getLogger("kubelab.jobs.kube")
 T = TypeVar("T")
@@ -90,17 +90,19 @@ class JobsApi:
     """Create, delete, patch and read logs of job objects in one namespace.
 
     Args:
-        api_client: A kubernetes_asyncio ``ApiClient``.
+        api_client: A kubernetes_asyncio ``ApiClient`` for short requests.
         namespace: The namespace jobs live in.
+        stream_client: The client for followed logs (its own connection pool, so that streams
+            never hold the connections that submits and cancels need); default ``api_client``.
     """
 
-    def __init__(self, api_client: ApiClient, namespace: str) -> None:
+    def __init__(self, api_client: ApiClient, namespace: str, stream_client: ApiClient | None = None) -> None:
         self.api_client = api_client
         self.namespace = namespace
         self.core = CoreV1Api(api_client)
         self.batch = BatchV1Api(api_client)
         self.custom = CustomObjectsApi(api_client)
-        self.requests = 0
+        self.streams = CoreV1Api(stream_client or api_client)
 
     async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Create ``obj`` (a dict from a builder) and return the server's copy.
@@ -114,7 +116,6 @@ class JobsApi:
         what = describe(obj)
 
         async def call() -> Any:
-            self.requests += 1
             if kind == "ConfigMap":
                 return await checked(await self.core.create_namespaced_config_map(ns, obj, _preload_content=False))
             if kind == "Service":
@@ -149,7 +150,6 @@ class JobsApi:
         body = {"propagationPolicy": "Background"}
 
         async def call() -> Any:
-            self.requests += 1
             if kind == "ConfigMap":
                 return await self.core.delete_namespaced_config_map(name, ns, body=body)
             if kind == "Service":
@@ -178,7 +178,6 @@ class JobsApi:
             RuntimeError: The API server kept failing, or refused (not 404).
         """
         async def call() -> Any:
-            self.requests += 1
             return await checked(await self.core.read_namespaced_persistent_volume_claim(
                 name, self.namespace, _preload_content=False))
 
@@ -199,7 +198,6 @@ class JobsApi:
             RuntimeError: Any other failure.
         """
         async def call() -> Any:
-            self.requests += 1
             return await self.core.patch_namespaced_config_map(name, self.namespace, {"data": dict(data)})
 
         try:
@@ -222,11 +220,12 @@ class JobsApi:
             kwargs["container"] = container
         if tail is not None:
             kwargs["tail_lines"] = tail
+        api = self.core
         if follow:
             kwargs["_request_timeout"] = aiohttp.ClientTimeout(total=None, sock_read=None)
-        self.requests += 1
+            api = self.streams
         try:
-            return await checked(await self.core.read_namespaced_pod_log(pod, self.namespace, **kwargs))
+            return await checked(await api.read_namespaced_pod_log(pod, self.namespace, **kwargs))
         except ApiException as e:
             if e.status == 404:
                 raise KeyError(pod) from e
@@ -246,23 +245,70 @@ class JobsApi:
         return text.splitlines()[-lines:]
 
 
-@dataclass
-class _Kind:
-    name: str
-    list_call: Callable[..., Awaitable[Any]]
-    selector: str | None = None
-    field_selector: str | None = None
+def job_key(labels: Mapping[str, str]) -> str:
+    """``<user label>/<job name>``: the key of a job in the jobs cache's ``job`` index."""
+    return f"{labels.get(LABEL_USER, '')}/{labels.get(LABEL_JOB, '')}"
+
+
+def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _by_name(obj: Mapping[str, Any]) -> str:
+    return str(obj["metadata"]["name"])
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One pod event, compact: which pod, when, and ``Reason: message``."""
+
+    pod: str
+    time: str
+    text: str
+
+
+def event_record(raw: Mapping[str, Any]) -> EventRecord:
+    """Build an :class:`EventRecord` from an Event's JSON."""
+    involved = raw.get("involvedObject") or {}
+    when = raw.get("lastTimestamp") or raw.get("eventTime") or (raw.get("metadata") or {}).get("creationTimestamp") or ""
+    return EventRecord(pod=str(involved.get("name", "")), time=str(when),
+                       text=f"{raw.get('reason', '')}: {raw.get('message', '')}".strip())
+
+
+class PodEvents(Mapping[str, list[str]]):
+    """Pod name → its last few events' texts, oldest first (what status shows)."""
+
+    def __init__(self, informer: Informer[EventRecord], per_pod: int) -> None:
+        self._informer = informer
+        self._per_pod = per_pod
+
+    def __getitem__(self, pod: str) -> list[str]:
+        records = sorted(self._informer.by_index("pod", pod), key=lambda e: e.time)
+        texts: list[str] = []
+        for r in records:
+            if r.text not in texts:
+                texts.append(r.text)
+        if not texts:
+            raise KeyError(pod)
+        return texts[-self._per_pod:]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._informer.index_values("pod"))
+
+    def __len__(self) -> int:
+        return len(self._informer.index_values("pod"))
 
 
 class JobCache:
-    """The jobs of one namespace, kept current by watches.
+    r"""The jobs of one namespace, kept current by :class:`~kubelab.core.informer.Informer`\ s.
+
+    Kinds: the jobs' ConfigMaps (parents and files), batch Jobs (plain engine ranks), job pods and
+    the pods' events, plus each engine's custom resources that :meth:`add_kind` registers (only
+    those that discovery finds). Every kind but events is indexed by job (:func:`job_key`).
 
     Attributes:
-        parents: ConfigMap name → JSON of every job's parent (and files) ConfigMap.
-        jobs: batch Job name → JSON (rank Jobs of the plain engine).
-        pods: Pod name → JSON of job pods.
+        informers: Kind name → informer.
         events: Pod name → last few ``"Reason: message"`` of its events.
-        stats: LIST and WATCH requests made per kind.
     """
 
     EVENTS_PER_POD = 5
@@ -271,25 +317,27 @@ class JobCache:
         self.namespace = namespace
         self.watch_timeout = watch_timeout
         core, batch = CoreV1Api(api_client), BatchV1Api(api_client)
-        self._kinds = {
-            "configmaps": _Kind("configmaps", core.list_namespaced_config_map, JOB_SELECTOR),
-            "jobs": _Kind("jobs", batch.list_namespaced_job, JOB_SELECTOR),
-            "pods": _Kind("pods", core.list_namespaced_pod, JOB_SELECTOR),
-            "events": _Kind("events", core.list_namespaced_event, None, "involvedObject.kind=Pod"),
-        }
-        self.parents: dict[str, dict[str, Any]] = {}
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.pods: dict[str, dict[str, Any]] = {}
-        self.events: dict[str, list[str]] = {}
-        # (user label, job name) → names of that job's pods / batch Jobs, so a status read never scans.
-        self.pods_by_job: dict[tuple[str, str], set[str]] = {}
-        self.jobs_by_job: dict[tuple[str, str], set[str]] = {}
-        self.configmaps_by_job: dict[tuple[str, str], set[str]] = {}
-        self.stats = {f"{verb}_{k}": 0 for k in self._kinds for verb in ("list", "watch")}
-        self._loaded = {k: asyncio.Event() for k in self._kinds}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._listeners: list[Callable[[str, str, Mapping[str, Any]], None]] = []
-        self._changed: asyncio.Event = asyncio.Event()
+        self.informers: dict[str, Informer[Any]] = {}
+        for name, call, kind in (("configmaps", core.list_namespaced_config_map, "ConfigMap"),
+                                 ("jobs", batch.list_namespaced_job, "Job"),
+                                 ("pods", core.list_namespaced_pod, "Pod")):
+            self.add_kind(name, functools.partial(call, namespace), kind=kind)
+        self.informers["events"] = Informer(
+            "events", functools.partial(core.list_namespaced_event, namespace), field_selector="involvedObject.kind=Pod",
+            transform=event_record, indexes={"pod": lambda e: (e.pod,)}, watch_timeout=watch_timeout, kind="Event",
+        )
+        self.events = PodEvents(self.informers["events"], self.EVENTS_PER_POD)
+
+    def add_kind(self, name: str, list_call: Callable[..., Awaitable[Any]], *, kind: str) -> Informer[Any]:
+        """Watch one more kind of job object (an engine's custom resource), labelled like every job object."""
+        informer: Informer[Any] = Informer(
+            name, list_call, label_selector=JOB_SELECTOR, key=_by_name,
+            indexes={"job": lambda o: (job_key(_labels(o)),)}, watch_timeout=self.watch_timeout, kind=kind,
+        )
+        self.informers[name] = informer
+        return informer
+
+    # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self, timeout: float = 30) -> None:
         """Start the watches (once) and wait for the first LIST of every kind.
@@ -297,113 +345,54 @@ class JobCache:
         Raises:
             TimeoutError: The first LISTs did not complete in ``timeout`` seconds.
         """
-        if not self._tasks:
-            self._tasks = [asyncio.create_task(self._run(k), name=f"kubelab-jobs-watch-{k}") for k in self._kinds]
+        for informer in self.informers.values():
+            informer.start()
         try:
-            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._loaded.values())), timeout)
+            await asyncio.gather(*(i.wait_ready(timeout) for i in self.informers.values()))
         except TimeoutError as e:
             raise TimeoutError(f"jobs cache: first LIST in {self.namespace} not done in {timeout} s") from e
 
     async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(i.stop() for i in self.informers.values()))
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def parents(self) -> dict[str, dict[str, Any]]:
+        """ConfigMap name → JSON of every job's parent (and files) ConfigMap."""
+        return self.informers["configmaps"].store
+
+    @property
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        """batch Job name → JSON (rank Jobs of the plain engine)."""
+        return self.informers["jobs"].store
+
+    @property
+    def pods(self) -> dict[str, dict[str, Any]]:
+        """Pod name → JSON of job pods."""
+        return self.informers["pods"].store
+
+    def of_job(self, kind: str, user_label: str, job: str) -> list[dict[str, Any]]:
+        """The cached objects of ``kind`` belonging to one job (indexed, no scan)."""
+        informer = self.informers.get(kind)
+        return informer.by_index("job", f"{user_label}/{job}") if informer is not None else []
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Requests made per kind: ``{"list_configmaps": n, "watch_configmaps": n, ...}`` (observability)."""
+        return {f"{verb}_{name}": n for name, i in self.informers.items() for verb, n in i.stats.items()}
 
     def add_listener(self, callback: Callable[[str, str, Mapping[str, Any]], None]) -> None:
-        """Call ``callback(kind, event_type, object)`` after each change."""
-        self._listeners.append(callback)
+        """Call ``callback(kind, event_type, object)`` after each change of a job object (not events)."""
+        for name, informer in self.informers.items():
+            if name != "events":
+                informer.add_listener(lambda etype, new, old, name=name: callback(name, etype, new or old or {}))
 
     async def changed(self, timeout: float) -> None:
-        """Wait for the next change, or ``timeout`` seconds."""
-        self._changed.clear()
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            pass
-
-    def _store(self, kind: str) -> dict[str, Any]:
-        return {"configmaps": self.parents, "jobs": self.jobs, "pods": self.pods, "events": self.events}[kind]
+        """Wait for the next change of any kind, or ``timeout`` seconds."""
+        changes = [asyncio.shield(i.changed()) for i in self.informers.values()]
+        await asyncio.wait(changes, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
 
     def apply(self, kind: str, event_type: str, obj: Mapping[str, Any]) -> None:
-        """Apply one watch event (also used by the benchmark to fill the cache offline)."""
-        if kind == "events":
-            involved = obj.get("involvedObject") or {}
-            pod = involved.get("name")
-            if pod and event_type != "DELETED":
-                text = f"{obj.get('reason', '')}: {obj.get('message', '')}".strip()
-                lst = self.events.setdefault(pod, [])
-                if text not in lst:
-                    lst.append(text)
-                    del lst[: -self.EVENTS_PER_POD]
-        else:
-            store = self._store(kind)
-            name = obj["metadata"]["name"]
-            labels = obj["metadata"].get("labels") or {}
-            index = {"pods": self.pods_by_job, "jobs": self.jobs_by_job, "configmaps": self.configmaps_by_job}.get(kind)
-            key = (labels.get(LABEL_USER, ""), labels.get(LABEL_JOB, ""))
-            if event_type == "DELETED":
-                store.pop(name, None)
-                if index is not None:
-                    index.get(key, set()).discard(name)
-                    if not index.get(key, True):
-                        index.pop(key, None)
-                if kind == "pods":
-                    self.events.pop(name, None)
-            else:
-                store[name] = dict(obj)
-                if index is not None:
-                    index.setdefault(key, set()).add(name)
-        self._changed.set()
-        for cb in list(self._listeners):
-            cb(kind, event_type, obj)
-
-    async def _list(self, kind: str) -> str:
-        k = self._kinds[kind]
-        self.stats[f"list_{kind}"] += 1
-        resp = await checked(await k.list_call(self.namespace, label_selector=k.selector,
-                                               field_selector=k.field_selector, _preload_content=False,
-                                               _request_timeout=60))
-        body = json.loads(await resp.read())
-        store = self._store(kind)
-        store.clear()
-        if kind == "pods":
-            self.pods_by_job.clear()
-        elif kind == "jobs":
-            self.jobs_by_job.clear()
-        elif kind == "configmaps":
-            self.configmaps_by_job.clear()
-        for item in body.get("items") or []:
-            item.setdefault("kind", {"configmaps": "ConfigMap", "jobs": "Job", "pods": "Pod", "events": "Event"}[kind])
-            self.apply(kind, "ADDED", item)
-        self._loaded[kind].set()
-        return body["metadata"]["resourceVersion"]
-
-    async def _watch(self, kind: str, resource_version: str) -> str:
-        k = self._kinds[kind]
-        self.stats[f"watch_{kind}"] += 1
-        resp = await k.list_call(
-            self.namespace, label_selector=k.selector, field_selector=k.field_selector, watch=True,
-            resource_version=resource_version, allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout,
-            _preload_content=False, _request_timeout=self.watch_timeout + 30,
-        )
-        async for event in watch_events(resp):
-            obj = event.get("object") or {}
-            resource_version = (obj.get("metadata") or {}).get("resourceVersion", resource_version)
-            if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
-                self.apply(kind, event["type"], obj)
-        return resource_version
-
-    async def _run(self, kind: str) -> None:
-        await keep_watching(kind, lambda: self._list(kind), lambda rv: self._watch(kind, rv))
-
-
-_shared: dict[tuple[int, str], JobCache] = {}
-
-
-def shared_job_cache(api_client: ApiClient, namespace: str) -> JobCache:
-    """The process-wide :class:`JobCache` of ``namespace`` for the running loop (not yet started)."""
-    key = (id(asyncio.get_running_loop()), namespace)
-    if key not in _shared:
-        _shared[key] = JobCache(api_client, namespace)
-    return _shared[key]
+        """Apply an object the API server returned to a write (so the writer's next read sees it)."""
+        self.informers[kind].apply(event_type, obj)

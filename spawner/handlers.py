@@ -17,10 +17,9 @@ from typing import Any
 from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 
-from kubelab.core.availability import gpu_availability
-from kubelab.core.catalogue import Catalogue
-from kubelab.core.cluster import shared_cache
-from kubelab.core.quota import shared_ledger
+from kubelab.core.availability import ClassAvailability, gpu_availability
+from kubelab.core.cluster import ClusterCache
+from kubelab.core.platform import Platform, PlatformUnavailable
 
 from .form import profile_views
 from .options import offered_profiles
@@ -30,12 +29,15 @@ SUMMARY_PATH = r"/api/kubelab/availability/summary"
 
 
 class _Base(APIHandler):
-    def initialize(self, catalogue: Catalogue) -> None:
-        self.catalogue = catalogue
+    def initialize(self, platform: Platform) -> None:
+        self.platform = platform
+        self.catalogue = platform.catalogue
 
-    async def _availability(self) -> tuple[Any, Any]:
-        cache = shared_cache()
-        await cache.start()
+    async def _availability(self) -> tuple[ClusterCache, dict[str, ClassAvailability]]:
+        try:
+            cache = await self.platform.cluster_ready()
+        except PlatformUnavailable as e:
+            raise web.HTTPError(503, f"kubelab cannot reach the cluster: {e}") from e
         return cache, gpu_availability(cache.nodes.values(), cache.pods.values(), self.catalogue.gpu_classes)
 
     def check_xsrf_cookie(self) -> None:
@@ -52,7 +54,8 @@ class AvailabilityHandler(_Base):
             raise web.HTTPError(403, "sign in to see your profiles")
         groups = sorted(g.name for g in user.groups)
         cache, availability = await self._availability()
-        quota = shared_ledger(cache, self.catalogue).snapshot(user.name, groups)
+        assert self.platform.ledger is not None
+        quota = self.platform.ledger.snapshot(user.name, groups)
         views = profile_views(
             offered_profiles(self.catalogue, groups), self.catalogue, availability,
             gpus_remaining=quota["gpus_remaining"],  # type: ignore[arg-type]
@@ -87,9 +90,9 @@ class SummaryHandler(_Base):
         }))
 
 
-def availability_handlers(catalogue: Catalogue) -> list[tuple[str, type, dict[str, Any]]]:
+def availability_handlers(platform: Platform) -> list[tuple[str, type, dict[str, Any]]]:
     """``(pattern, handler, kwargs)`` tuples for ``c.JupyterHub.extra_handlers`` (paths below ``/hub``)."""
     return [
-        (SUMMARY_PATH, SummaryHandler, {"catalogue": catalogue}),
-        (AVAILABILITY_PATH, AvailabilityHandler, {"catalogue": catalogue}),
+        (SUMMARY_PATH, SummaryHandler, {"platform": platform}),
+        (AVAILABILITY_PATH, AvailabilityHandler, {"platform": platform}),
     ]

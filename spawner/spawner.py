@@ -25,11 +25,11 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Bool, Instance, Integer, Unicode, default
+from traitlets import Bool, Instance, Integer, default
 
 from kubelab.core.availability import ClassAvailability, gpu_availability
-from kubelab.core.catalogue import Catalogue, load_catalogue
-from kubelab.core.cluster import ClusterCache, ManagedPodsView, shared_cache
+from kubelab.core.catalogue import Catalogue
+from kubelab.core.cluster import ClusterCache, ManagedPodsView
 from kubelab.core.home import HomeClaimError, find_home_claim
 from kubelab.core.naming import (
     HOSTNAME_LABEL,
@@ -39,7 +39,8 @@ from kubelab.core.naming import (
     MANAGED_BY_VALUE,
     user_label,
 )
-from kubelab.core.quota import QuotaExceeded, QuotaLedger, shared_ledger
+from kubelab.core.platform import Platform, PlatformUnavailable
+from kubelab.core.quota import QuotaExceeded, QuotaLedger
 from kubelab.core.records import PodInfo
 
 from .form import catalogue_entry, listed_entry, profile_views, render_form, render_profile_template, with_default
@@ -98,28 +99,19 @@ class LabSpawner(KubeSpawner):
     availability handlers; every KubeSpawner setting still works as the base that profiles extend.
     """
 
-    catalogue = Instance(
-        Catalogue,
+    platform = Instance(
+        Platform,
         allow_none=True,
         config=True,
-        help="""The loaded platform catalogue (:class:`kubelab.core.catalogue.Catalogue`).
+        help="""The hub's platform (:class:`kubelab.core.platform.Platform`): the catalogue, the
+        watch-backed cluster cache and the quota ledger that the jobs service shares.
 
-        Default: None, in which case ``catalogue_path`` is loaded. ``configure_hub`` sets it.
-        Example: ``c.LabSpawner.catalogue = load_catalogue("/etc/kubelab/catalogue.yaml")``.
+        Set by the composition root at hub start-up (:func:`kubelab.spawner.configure_spawner`,
+        called by ``kubelab.hub_config.wiring``); there is no default, because a second, private
+        ledger would let servers and jobs together exceed a quota.
+        Example: ``c.LabSpawner.platform = Platform(load_catalogue("/etc/kubelab/catalogue.yaml"))``.
 
-        .. versionadded:: 0.1
-        """,
-    )
-
-    catalogue_path = Unicode(
-        "",
-        config=True,
-        help="""Path of the catalogue YAML, used when ``catalogue`` is not set.
-
-        Default: ``""`` (then ``$KUBELAB_CONFIG``, then the shipped example).
-        Example: ``/etc/kubelab/catalogue.yaml``.
-
-        .. versionadded:: 0.1
+        .. versionadded:: 0.2
         """,
     )
 
@@ -218,13 +210,20 @@ class LabSpawner(KubeSpawner):
 
     # -- catalogue, groups, cache --------------------------------------------------------------
 
-    def get_catalogue(self) -> Catalogue:
-        """The catalogue: ``catalogue``, else loaded from ``catalogue_path`` / ``$KUBELAB_CONFIG`` / the example."""
-        if self.catalogue is None:
-            from kubelab.core.catalogue import EXAMPLE_PATH
+    def get_platform(self) -> Platform:
+        """The platform the hub was configured with.
 
-            self.catalogue = load_catalogue(self.catalogue_path or os.environ.get("KUBELAB_CONFIG") or EXAMPLE_PATH)
-        return self.catalogue
+        Raises:
+            RuntimeError: ``LabSpawner.platform`` is not set (the hub was configured by hand).
+        """
+        if self.platform is None:
+            raise RuntimeError("LabSpawner.platform is not set; configure the hub with "
+                               "kubelab.spawner.configure_spawner (kubelab.hub_config.wiring does)")
+        return self.platform
+
+    def get_catalogue(self) -> Catalogue:
+        """The platform's catalogue."""
+        return self.get_platform().catalogue
 
     @property
     def user_groups(self) -> list[str]:
@@ -232,14 +231,22 @@ class LabSpawner(KubeSpawner):
         return sorted(g.name for g in getattr(self.user, "groups", None) or [])
 
     async def cluster(self) -> ClusterCache:
-        """The process's cluster cache, started."""
-        cache = shared_cache()
-        await cache.start()
-        return cache
+        """The platform's cluster cache, once loaded.
+
+        Raises:
+            tornado.web.HTTPError: 503 when the Kubernetes API has not answered (nothing is created).
+        """
+        try:
+            return await self.get_platform().cluster_ready()
+        except PlatformUnavailable as e:
+            raise web.HTTPError(503, f"kubelab cannot reach the cluster: {e}") from e
 
     async def ledger(self) -> QuotaLedger:
-        """The process's quota ledger."""
-        return shared_ledger(await self.cluster(), self.get_catalogue())
+        """The platform's quota ledger."""
+        await self.cluster()
+        ledger = self.get_platform().ledger
+        assert ledger is not None
+        return ledger
 
     @property
     def pod_reflector(self) -> Any:  # type: ignore[override]
@@ -444,23 +451,20 @@ class LabSpawner(KubeSpawner):
 
     async def _start_planned(self, selection: SpawnChoice) -> str:
         cache = await self.cluster()
-        ledger = shared_ledger(cache, self.get_catalogue())
+        ledger = await self.ledger()
         what = f"server '{self.name}'" if self.name else "your default server"
         self._say(f"Checking quota for {selection.describe()}")
+        # The reservation lasts exactly as long as this start: by its end the pod is in the cache
+        # (it counts from then on), or the start failed and holds nothing.
         try:
-            reservation = await ledger.reserve(
+            reservation = ledger.reserve(
                 self.user.name, self.user_groups, gpus=selection.gpus, servers=1, what=what,
                 match={LABEL_USER: user_label(self.user.name), LABEL_SERVER: server_label(self.name or "")},
             )
+            async with reservation:
+                return await self._start_reserved(selection, cache)
         except QuotaExceeded as e:
             raise web.HTTPError(e.status, e.message, reason=e.message) from e
-        try:
-            url = await self._start_reserved(selection, cache)
-        except BaseException:
-            reservation.release()
-            raise
-        reservation.commit()
-        return url
 
     async def _wait_for_home(self, selection: SpawnChoice, cache: ClusterCache) -> None:
         """RWO homes: wait for terminating holders, and follow live holders to their node.
@@ -502,7 +506,6 @@ class LabSpawner(KubeSpawner):
             )
         # set on the spawner, after the plan: KubeSpawner's own load_user_options keeps the plan
         self.node_selector = {**self.node_selector, HOSTNAME_LABEL: labels.get(HOSTNAME_LABEL, node)}
-
         self._say(f"Your home volume is in use on node {node}; placing this server there too")
 
     async def _watch_unschedulable(self, cache: ClusterCache) -> str:

@@ -19,7 +19,14 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from kubelab.core.naming import ANNOTATION_ENGINE, ANNOTATION_FILES, ANNOTATION_USER, COMPONENT_FILES, COMPONENT_PARENT
+from kubelab.core.naming import (
+    ANNOTATION_ENGINE,
+    ANNOTATION_FILES,
+    ANNOTATION_GROUPS,
+    ANNOTATION_USER,
+    COMPONENT_FILES,
+    COMPONENT_PARENT,
+)
 from kubelab.jobs.builders import jobset, kubeflow, plain, trainer
 from kubelab.jobs.builders.common import (
     FILES_CONFIGMAP,
@@ -33,7 +40,7 @@ from kubelab.jobs.builders.common import (
     make_env_secret,
     spec_json,
 )
-from kubelab.jobs.spec import JobSpec
+from kubelab.jobs.spec import FRAMEWORKS, JobSpec, JobSpecError
 
 Builder = Callable[[JobSpec, BuildContext, "str | None"], list[dict[str, Any]]]
 
@@ -44,8 +51,29 @@ ENGINES: dict[str, Builder] = {
     jobset.ENGINE: jobset.make_objects,
 }
 
-__all__ = ["ENGINES", "BuildContext", "check_files", "files_description", "files_mode", "job_id",
+#: The frameworks each engine can run (the others are refused before anything is built).
+ENGINE_FRAMEWORKS: dict[str, frozenset[str]] = {
+    plain.ENGINE: frozenset(FRAMEWORKS),
+    jobset.ENGINE: frozenset(FRAMEWORKS),
+    kubeflow.ENGINE: frozenset(kubeflow.KINDS),
+    trainer.ENGINE: frozenset(trainer.RUNTIMES),
+}
+
+__all__ = ["ENGINES", "BuildContext", "check", "check_files", "files_description", "files_mode", "job_id",
            "make_children", "make_files_configmap", "make_parent", "owner_reference"]
+
+
+def check(spec: JobSpec, ctx: BuildContext, engine: str) -> None:
+    """Refuse what no builder could build, from the spec and its context alone (no objects are made).
+
+    Raises:
+        kubelab.jobs.spec.JobSpecError: The engine cannot run this framework, or the files are
+            not allowed (names the field).
+    """
+    if spec.framework not in ENGINE_FRAMEWORKS[engine]:
+        allowed = ", ".join(sorted(ENGINE_FRAMEWORKS[engine]))
+        raise JobSpecError("framework", f"{spec.framework!r} cannot run on the engine {engine}; allowed: {allowed}")
+    check_files(spec, ctx)
 
 
 def make_parent(spec: JobSpec, ctx: BuildContext, engine: str) -> dict[str, Any]:
@@ -59,6 +87,7 @@ def make_parent(spec: JobSpec, ctx: BuildContext, engine: str) -> dict[str, Any]
             "labels": labels(ctx.user, spec.name, component=COMPONENT_PARENT),
             "annotations": {
                 ANNOTATION_USER: ctx.user,
+                ANNOTATION_GROUPS: ",".join(ctx.groups),
                 ANNOTATION_ENGINE: engine,
                 ANNOTATION_FILES: files_description(ctx),
             },

@@ -12,7 +12,8 @@ import yaml
 from traitlets.config import Config
 
 from kubelab.core.catalogue import EXAMPLE_PATH, load_catalogue, parse_catalogue
-from kubelab.hub_config import scopes, wiring
+from kubelab.core.naming import JOBS_SCOPE
+from kubelab.hub_config import wiring
 
 CATALOGUE = load_catalogue(EXAMPLE_PATH)
 EXAMPLE = yaml.safe_load(EXAMPLE_PATH.read_text())
@@ -60,24 +61,18 @@ def test_init_shared_lists(setup: Any, expected: list[dict[str, str]]) -> None:
         assert isinstance(c.JupyterHub[name], list)
 
 
-def test_define_jobs_scope_keeps_default_role_scopes() -> None:
-    c = Config()
-    c.JupyterHub.load_roles = [{"name": "other", "scopes": ["read:users"]}]
-    scopes.define_jobs_scope(c)
-    assert scopes.JOBS_SCOPE in c.JupyterHub.custom_scopes
-    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
-    assert roles["other"]["scopes"] == ["read:users"]
-    assert set(roles["user"]["scopes"]) == {"self", scopes.JOBS_SCOPE}
-    # The server role keeps JupyterHub's defaults and adds the jobs scope for the notebook's token.
-    assert set(roles["server"]["scopes"]) == {"users:activity!user", "access:servers!server", scopes.JOBS_SCOPE}
-
-
-def test_configure_jobs_uses_the_jobs_service_and_admin_groups() -> None:
+def test_configure_platform_hands_one_platform_to_spawner_and_jobs() -> None:
     c = Config()
     c.KubelabOIDCAuthenticator.admin_groups = {"admins", "lab-heads"}
-    described = scopes.configure_jobs(c, CATALOGUE)
-    assert described == "jobs service: kubelab.jobs.service.configure_hub"
-    assert scopes.JOBS_SCOPE in c.JupyterHub.custom_scopes
+    platform = wiring.configure_platform(c, CATALOGUE, admin_groups=wiring.admin_groups_of(c))
+    assert c.LabSpawner.platform is platform
+    jobs_routes = [h for h in c.JupyterHub.extra_handlers if h[0].startswith("/api/kubelab/jobs")]
+    availability_routes = [h for h in c.JupyterHub.extra_handlers if h[0].startswith("/api/kubelab/availability")]
+    assert jobs_routes and all(h[2]["service"].platform is platform for h in jobs_routes)
+    assert availability_routes and all(h[2]["platform"] is platform for h in availability_routes)
+    # The service is a platform component: it starts with the hub, not on the first request.
+    assert [component.name for component in platform._components] == ["jobs"]
+    assert JOBS_SCOPE in c.JupyterHub.custom_scopes
     # Members of the provider's admin groups see every user's jobs.
     (admin_role,) = [r for r in c.JupyterHub.load_roles if "custom:kubelab:jobs-admin" in r["scopes"]]
     assert admin_role["groups"] == ["admins", "lab-heads"]

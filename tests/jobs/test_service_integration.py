@@ -82,8 +82,8 @@ def hub(cluster: Any, jobs_ns: str, tmp_path_factory: pytest.TempPathFactory) ->
 c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.admin_users = {{"admin"}}
 from kubelab.core.catalogue import load_catalogue
-from kubelab.jobs.service import configure_hub
-configure_hub(c, load_catalogue({str(path)!r}), rendezvous_timeout=120)
+from kubelab.hub_config.wiring import configure_platform
+configure_platform(c, load_catalogue({str(path)!r}), rendezvous_timeout=120)
 """
     h = HubProcess(config=config, connect_ip=cluster.host_ip, env={"KUBECONFIG": str(cluster.kubeconfig)})
     h.start()
@@ -372,7 +372,8 @@ def test_shared_quota_counts_the_running_gpu_notebook(
             "name": "big", "framework": "replicas", "script": "show_gpu.py", "workers": 2, "gpus_per_worker": 1,
             "gpu_class": "a100"})
         elapsed = time.monotonic() - t0
-        assert r.status_code == 403, r.text
+        # Full now, not forever: 429 with Retry-After, the way a spawn over quota answers (issue 10).
+        assert r.status_code == 429 and r.headers["Retry-After"] == "30", (r.status_code, r.headers, r.text)
         message = r.json()["message"]
         assert "GPU quota: you use 1 of 2 GPUs" in message and "server 'gpu'" in message, message
         assert elapsed < 2, elapsed
@@ -416,7 +417,7 @@ def test_a_create_refused_half_way_leaves_nothing_behind(
 
         (existing,) = wait_until(settled_count, 120, "Jobs of earlier tests to settle and be counted")
         core.patch_namespaced_resource_quota("one-more-job", jobs_ns, {"spec": {"hard": {
-            "count/jobs.batch": str(existing + 1)}}}, _content_type="application/strategic-merge-patch+json")
+            "count/jobs.batch": str(existing + 1)}}})
         wait_until(lambda: (core.read_namespaced_resource_quota("one-more-job", jobs_ns).status.hard or {})
                    .get("count/jobs.batch") == str(existing + 1), 60, "the quota controller to apply the limit")
         baseline = all_kubelab_objects(kube, jobs_ns)

@@ -9,9 +9,14 @@ import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 from traitlets.config import Config
 
+from kubelab.core.naming import JOBS_ADMIN_SCOPE as ADMIN_SCOPE
+from kubelab.core.naming import JOBS_SCOPE
+from kubelab.core.platform import Platform
 from kubelab.jobs.engines import select
+from kubelab.jobs.handlers import _NAME
 from kubelab.jobs.kube import with_retries
-from kubelab.jobs.service import ADMIN_SCOPE, JOBS_SCOPE, JobsService, configure_hub
+from kubelab.jobs.roles import configure_jobs
+from kubelab.jobs.service import JobsService
 from kubelab.jobs.spec import JobSpecError
 from tests.jobs.helpers import catalogue
 
@@ -23,27 +28,29 @@ def test_configure_hub_merges_scopes_roles_and_handlers() -> None:
     c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "custom:other"]}]
     c.Authenticator.admin_users = {"root"}
     c.KubeSpawner.namespace = "hub-ns"
-    service = configure_hub(c, catalogue(jobs={"engine": "plain"}), admin_groups=["admins"])
+    platform = Platform(catalogue(jobs={"engine": "plain"}))
+    service = configure_jobs(c, platform, admin_groups=["admins"])
     assert service.namespace == "hub-ns"
     assert [h[0] for h in c.JupyterHub.extra_handlers] == [
-        "/api/other", "/api/kubelab/options", "/api/kubelab/jobs", "/api/kubelab/jobs/([a-z0-9-]+)",
-        "/api/kubelab/jobs/([a-z0-9-]+)/logs"]
+        "/api/other", "/api/kubelab/options", "/api/kubelab/jobs", f"/api/kubelab/jobs/({_NAME})",
+        f"/api/kubelab/jobs/({_NAME})/logs"]
     assert set(c.JupyterHub.custom_scopes) == {"custom:other", JOBS_SCOPE, ADMIN_SCOPE}
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
     assert roles["user"]["scopes"] == ["self", "custom:other", JOBS_SCOPE]
     assert roles["server"]["scopes"] == ["users:activity!user", "access:servers!server", JOBS_SCOPE]
     assert roles["kubelab-jobs-admin"]["users"] == ["root"] and roles["kubelab-jobs-admin"]["groups"] == ["admins"]
     assert roles["kubelab-jobs-admin"]["scopes"] == [JOBS_SCOPE, ADMIN_SCOPE]
+    assert platform._components == [service], "the service starts with the platform, not on a first request"
 
 
 def test_configure_hub_namespace_from_the_catalogue_wins() -> None:
     c = Config()
     c.KubeSpawner.namespace = "hub-ns"
-    assert configure_hub(c, catalogue(jobs={"namespace": "jobs-ns"})).namespace == "jobs-ns"
+    assert configure_jobs(c, Platform(catalogue(jobs={"namespace": "jobs-ns"}))).namespace == "jobs-ns"
 
 
 def service(**catalogue_overrides: Any) -> JobsService:
-    svc = JobsService(catalogue(**catalogue_overrides), "jobs")
+    svc = JobsService(Platform(catalogue(**catalogue_overrides)), "jobs")
     svc.engines = select(set(), "plain")
     return svc
 
@@ -65,7 +72,8 @@ PREPARE_ERRORS = [
                  id="files-not-base64"),
     pytest.param({"name": "x", "script": "t.py"}, RWO, "files", "send the script's folder", id="files-missing"),
     pytest.param({"name": "x", "script": "t.py", "framework": "tensorflow"}, {"jobs": {"engine": "trainer-v2"}},
-                 "framework", "no Kubeflow Trainer v2 runtime", id="engine-refuses"),
+                 "framework", "'tensorflow' cannot run on the engine trainer-v2; allowed: mpi, pytorch, replicas",
+                 id="engine-refuses"),
 ]
 
 

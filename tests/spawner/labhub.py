@@ -62,8 +62,8 @@ def hub_config(catalogue_path: Path, namespace: str, extra: str = "", before: st
     """
     return before + textwrap.dedent(
         f"""
-        from kubelab.spawner import configure_hub, load_catalogue_or_exit
-        configure_hub(c, load_catalogue_or_exit({str(catalogue_path)!r}))
+        from kubelab.hub_config.wiring import configure_platform, load_catalogue_or_exit
+        configure_platform(c, load_catalogue_or_exit({str(catalogue_path)!r}), jobs=False)
         c.JupyterHub.authenticator_class = "dummy"
         c.DummyAuthenticator.password = "pw"
         c.Authenticator.allow_all = True

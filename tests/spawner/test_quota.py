@@ -8,7 +8,7 @@ import pytest
 from kube_objects import pod
 
 from kubelab.core.cluster import ClusterCache
-from kubelab.core.quota import QuotaExceeded, QuotaLedger
+from kubelab.core.quota import Holding, QuotaExceeded, QuotaLedger
 
 SERVER = {"kubelab.io/user": "alice", "kubelab.io/server": "new"}
 
@@ -77,12 +77,12 @@ async def test_concurrent_reservations_admit_exactly_one(catalogue):
 async def test_reservation_hands_over_to_cached_pod(catalogue):
     cache, ledger = ledger_with(catalogue, [])
     async with ledger.reserve("alice", [], gpus=2, servers=1, what="server 'new'", match=SERVER):
-        pass  # committed
-    assert ledger.user_usage("alice").gpus == 2  # held by the reservation
-    cache.apply("pods", "ADDED", pod("p", user="alice", gpus=2, server="new"))
-    usage = ledger.user_usage("alice")
-    assert (usage.gpus, usage.gpu_holders) == (2, ["server 'new' with 2"])  # counted once, via the pod
+        assert ledger.user_usage("alice").gpus == 2  # held by the reservation while the start runs
+        cache.apply("pods", "ADDED", pod("p", user="alice", gpus=2, server="new"))
+        usage = ledger.user_usage("alice")
+        assert (usage.gpus, usage.gpu_holders) == (2, ["server 'new' with 2"])  # counted once, via the pod
     assert not ledger._live_reservations()
+    assert ledger.user_usage("alice").gpus == 2  # the pod holds them now
     cache.apply("pods", "DELETED", pod("p", user="alice", gpus=2, server="new"))
     assert ledger.user_usage("alice").gpus == 0
 
@@ -95,13 +95,37 @@ async def test_failed_start_releases(catalogue):
     assert ledger.user_usage("alice").gpus == 0
 
 
-async def test_committed_reservation_lapses_after_ttl(catalogue):
+async def test_a_reservation_ends_with_its_start_not_after_a_timer(catalogue):
+    """Issue 9: a stopped server or a finished start never keeps holding quota for a while."""
     _, ledger = ledger_with(catalogue, [])
-    r = await ledger.reserve("alice", [], gpus=2, what="job 'x'", match={"kubelab.io/job": "x"}, ttl=0.05)
-    r.commit()
-    assert ledger.user_usage("alice").gpus == 2
-    await asyncio.sleep(0.1)
-    assert ledger.user_usage("alice").gpus == 0
+    async with ledger.reserve("alice", [], gpus=2, what="job 'x'", match={"kubelab.io/job": "x"}):
+        assert ledger.user_usage("alice").gpus == 2
+    usage = ledger.user_usage("alice")
+    assert (usage.gpus, usage.gpu_holders) == (0, [])
+    # ... so the next start is admitted at once
+    async with ledger.reserve("alice", [], gpus=2, what="server 'again'"):
+        pass
+
+
+class QueuedJobs:
+    """A holdings source as the jobs service is one: GPUs of jobs whose pods do not exist yet."""
+
+    def __init__(self, *holdings: Holding) -> None:
+        self.items = list(holdings)
+
+    def holdings(self):
+        return self.items
+
+
+async def test_holdings_of_a_source_count_for_the_user_and_the_group(catalogue):
+    _, ledger = ledger_with(catalogue, [pod("s", user="alice", gpus=1, server="a")])
+    ledger.add_source(QueuedJobs(Holding("alice", ("gpu-users",), 1, "job 'ddp' (queued)")))
+    usage = ledger.user_usage("alice")
+    assert (usage.gpus, usage.gpu_holders) == (2, ["server 'a' with 1", "job 'ddp' (queued) with 1"])
+    assert ledger.group_usage("gpu-users").gpu_holders == ["job 'ddp' (queued) with 1"]
+    with pytest.raises(QuotaExceeded, match=r"you use 2 of 2 GPUs .*job 'ddp' \(queued\) with 1") as err:
+        await ledger.reserve("alice", ["gpu-users"], gpus=1, what="job 'next'")
+    assert (err.value.status, err.value.retry_after) == (429, 30)
 
 
 def test_snapshot(catalogue):

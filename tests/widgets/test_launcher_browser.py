@@ -74,15 +74,11 @@ def lab_hub(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     workdir = tmp_path_factory.mktemp("launcher-hub")
     (workdir / "catalogue.yaml").write_text(yaml.safe_dump(CATALOGUE))
     config = textwrap.dedent(f"""
-        from kubelab.spawner import configure_hub, load_catalogue_or_exit
-        from kubelab.jobs.service import configure_hub as configure_jobs
-        catalogue = load_catalogue_or_exit({str(workdir / "catalogue.yaml")!r})
-        # Real lists first: configure_jobs copies these settings, which .extend() would leave lazy.
-        c.JupyterHub.extra_handlers = []
-        c.JupyterHub.load_roles = []
-        configure_hub(c, catalogue)
+        from kubelab.core.catalogue import load_catalogue
+        from kubelab.hub_config.wiring import configure_platform
         c.KubeSpawner.namespace = {namespace!r}
-        configure_jobs(c, catalogue, namespace={namespace!r}, rendezvous_timeout=120)
+        configure_platform(c, load_catalogue({str(workdir / "catalogue.yaml")!r}),
+                           jobs_namespace={namespace!r}, rendezvous_timeout=120)
         c.JupyterHub.authenticator_class = "dummy"
         c.DummyAuthenticator.password = "pw"
         c.Authenticator.allow_all = True

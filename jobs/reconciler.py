@@ -1,0 +1,144 @@
+"""Drive every job to its end, from hub start-up on: a work queue keyed by job (client-go's pattern).
+
+The jobs cache's watch events only queue the job's id (:meth:`JobReconciler.on_change`); workers
+then :meth:`~JobReconciler.reconcile` it from the cache:
+
+* a job whose ranks all succeeded gets its final record (``Succeeded``) in its parent;
+* a job with a rank failed for good gets its final record (``Failed``, the first failed rank, its
+  last log lines), and then, on the plain engine, its other ranks are torn down (the failed
+  rank's Job and pod stay, for post-mortem logs). The other engines' controllers tear their own
+  ranks down (cleanPodPolicy, JobSet, Trainer).
+
+Every step is idempotent, so a reconcile may be retried at any point: a transient API error is
+retried with exponential backoff, a job whose objects are gone is dropped. At start every job in
+the cache is queued, so a job that ended while the hub was down is finished without any request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from kubelab.core.naming import LABEL_JOB, LABEL_RANK, LABEL_USER, user_label
+from kubelab.core.workqueue import WorkQueue
+from kubelab.jobs.spec import JobStatus
+from kubelab.jobs.status import SPEC_KEY, STATUS_KEY, failure_time, final_record, latest, pod_rank
+
+if TYPE_CHECKING:  # the service owns the reconciler; only its type is needed here
+    from kubelab.jobs.service import JobsService
+
+log = logging.getLogger("kubelab.jobs.reconciler")
+
+#: Log lines of the failed rank kept in the job's record (its pod may be gone later).
+LAST_LOG_LINES = 20
+#: What a reconcile retries on: the API server failing, unreachable or slow.
+TRANSIENT = (RuntimeError, ApiException, TimeoutError, aiohttp.ClientError, OSError)
+
+
+class JobReconciler:
+    """The jobs service's reconciler.
+
+    Args:
+        service: The started service (its cache and API).
+        workers: Concurrent reconciles.
+    """
+
+    def __init__(self, service: JobsService, *, workers: int = 4) -> None:
+        self.service = service
+        self.queue = WorkQueue("jobs", self.reconcile, retry_on=TRANSIENT, workers=workers)
+
+    def start(self) -> None:
+        """Start the workers and queue every job in the cache (the relist after a restart)."""
+        self.queue.start()
+        assert self.service.cache is not None
+        for name, parent in list(self.service.cache.parents.items()):
+            if SPEC_KEY in (parent.get("data") or {}):
+                self.queue.add(name)
+
+    async def stop(self) -> None:
+        await self.queue.stop()
+
+    def on_change(self, kind: str, event_type: str, obj: Mapping[str, Any]) -> None:
+        """A job object changed: queue its job (nothing else happens in the watch's callback)."""
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if LABEL_JOB not in labels or self.service.cache is None:
+            return
+        for parent in self.service.cache.of_job("configmaps", labels.get(LABEL_USER, ""), labels[LABEL_JOB]):
+            if SPEC_KEY in (parent.get("data") or {}):
+                self.queue.add(parent["metadata"]["name"])
+
+    async def reconcile(self, jid: str) -> None:
+        """Converge one job: write its final record when it ended, tear down what must go.
+
+        Raises:
+            RuntimeError, ApiException, TimeoutError, aiohttp.ClientError: Transient; retried.
+        """
+        service = self.service
+        assert service.cache is not None and service.api is not None
+        parent = service.cache.parents.get(jid)
+        if parent is None or SPEC_KEY not in (parent.get("data") or {}):
+            return  # deleted (cancelled), or not a job's record: nothing to do
+        record = final_record(parent)
+        status = service.status(parent)
+        if record is None:
+            if status.phase == "Succeeded":
+                record = {"phase": "Succeeded", "finished": now(), "message": "",
+                          "ranks": [r.__dict__ for r in status.ranks]}
+            elif status.phase == "Failed":
+                record = await self._failure_record(status)
+            else:
+                return
+            try:
+                await service.api.patch_configmap_data(jid, {STATUS_KEY: json.dumps(record)})
+            except KeyError:
+                return  # cancelled meanwhile
+            # The watch will confirm; update now so that readers never see a stale phase.
+            service.cache.apply("configmaps", "MODIFIED",
+                                {**parent, "data": {**(parent.get("data") or {}), STATUS_KEY: json.dumps(record)}})
+        if record["phase"] == "Failed" and status.engine == "plain":
+            await self._tear_down(jid, status, record.get("failed_rank"))
+
+    async def _failure_record(self, status: JobStatus) -> dict[str, Any]:
+        """The record of a failed job: its first failed rank, why, and that rank's last log lines."""
+        service = self.service
+        assert service.api is not None
+        failed = [r for r in status.ranks if r.phase == "Failed"]
+        pods = {r.rank: self._rank_pod(status, r.rank) for r in failed}
+        first = min(failed, key=lambda r: (failure_time(pods[r.rank]), r.rank))
+        last_logs = await service.api.tail_lines(first.pod, LAST_LOG_LINES) if first.pod else []
+        reason = first.message or f"exit code {first.exit_code}"
+        return {
+            "phase": "Failed", "finished": now(), "failed_rank": first.rank, "last_logs": last_logs,
+            "message": f"rank {first.rank} failed ({reason}); the other ranks were stopped",
+            "ranks": [r.__dict__ for r in status.ranks],
+        }
+
+    async def _tear_down(self, jid: str, status: JobStatus, failed_rank: int | None) -> None:
+        """Delete every rank Job but the failed one, and the headless Service (idempotent)."""
+        service = self.service
+        assert service.cache is not None and service.api is not None
+        for job in service.cache.of_job("jobs", _user_label(status), status.name):
+            meta = job["metadata"]
+            if (meta.get("labels") or {}).get(LABEL_RANK) != str(failed_rank) and not meta.get("deletionTimestamp"):
+                await service.api.delete("Job", meta["name"])
+        await service.api.delete("Service", jid)
+
+    def _rank_pod(self, status: JobStatus, rank: int) -> Mapping[str, Any] | None:
+        assert self.service.cache is not None
+        return latest(p for p in self.service.cache.of_job("pods", _user_label(status), status.name)
+                      if pod_rank(p) == rank)
+
+
+def _user_label(status: JobStatus) -> str:
+    return user_label(status.user)
+
+
+def now() -> str:
+    """The current time as the API server writes it (RFC 3339, seconds, UTC)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
