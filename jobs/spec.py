@@ -43,8 +43,6 @@ MAX_GPUS_PER_WORKER = 16
 MAX_RETRIES = 10
 MAX_PROCS_PER_WORKER = 1024
 MAX_RUNTIME_SECONDS = 366 * 24 * 3600
-#: Most lines a log request may ask for with ``tail``.
-MAX_TAIL_LINES = 100_000
 #: Environment names kubelab sets itself (CONTRACT.md): a user's ``KUBELAB_RANK_OFFSET`` would fake the rank.
 RESERVED_ENV_PREFIX = "KUBELAB_"
 
@@ -243,32 +241,6 @@ def _check_text(value: Any, name: str, max_len: int, *, field_name: str | None =
         raise JobSpecError(field_name or name, f"{name} holds {len(value)} characters; at most {max_len}")
     if "\x00" in value:
         raise JobSpecError(field_name or name, f"{name} holds a NUL character")
-
-
-def parse_tail(value: str | None) -> int | None:
-    """The ``tail`` query parameter of a log request: None (all lines) or 1..:data:`MAX_TAIL_LINES`.
-
-    Raises:
-        JobSpecError: Not a plain decimal number in range (``-1``, ``1e3``, ``10\\n``, ``nan``).
-    """
-    if value is None or value == "":
-        return None
-    if not re.fullmatch(r"[0-9]{1,7}", value) or not 1 <= int(value) <= MAX_TAIL_LINES:
-        raise JobSpecError("tail", f"{_short(value)} is not allowed; an integer in 1..{MAX_TAIL_LINES}")
-    return int(value)
-
-
-def parse_rank(value: str | None) -> int:
-    """The ``rank`` query parameter of a log request (default 0); the range is checked against the job.
-
-    Raises:
-        JobSpecError: Not a plain decimal number.
-    """
-    if value is None or value == "":
-        return 0
-    if not re.fullmatch(r"[0-9]{1,4}", value):
-        raise JobSpecError("rank", f"{_short(value)} is not allowed; an integer >= 0")
-    return int(value)
 
 
 @dataclass

@@ -15,6 +15,7 @@ keys) or a value outside the allowed set, 403 for a profile or choice the user m
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -123,14 +124,18 @@ def _join(values: Iterable[Any]) -> str:
     return ", ".join(str(v) for v in values) or "(none)"
 
 
+_COUNT = re.compile(r"[0-9]{1,5}")
+
+
 def _as_count(value: Any) -> int | None:
     """Accept an int or a decimal string (form data); refuse bools, floats and the rest."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit() and len(value) < 6:
-        return int(value.strip())
+    # fullmatch on ASCII digits: str.isdigit() also takes "\u0661" and strip() took " 1\n"
+    if isinstance(value, str) and _COUNT.fullmatch(value):
+        return int(value)
     return None
 
 

@@ -14,7 +14,7 @@ import pytest
 from kubelab.core.catalogue import parse_catalogue
 from kubelab.core.records import pod_info
 from kubelab.jobs.policy import JobLimitExceeded, JobUsage, check_spec, check_totals, job_usage
-from kubelab.jobs.spec import MAX_TAIL_LINES, JobSpec, JobSpecError, parse_rank, parse_tail
+from kubelab.jobs.spec import JobSpec, JobSpecError
 from tests.jobs.helpers import BASE
 
 LIMITED = {**BASE, "jobs": {**BASE["jobs"], "limits": {
@@ -69,24 +69,6 @@ def test_malformed_specs_name_the_field(kw: dict[str, Any], field: str, message:
         spec(**kw)
     assert err.value.field == field and message in str(err.value)
     assert len(str(err.value)) < 300, "a refusal never echoes a huge value back"
-
-
-@pytest.mark.parametrize(("text", "value"), [(None, None), ("", None), ("1", 1), ("100", 100),
-                                             (str(MAX_TAIL_LINES), MAX_TAIL_LINES)], ids=repr)
-def test_tail_accepted(text: str | None, value: int | None) -> None:
-    assert parse_tail(text) == value
-
-
-@pytest.mark.parametrize("text", ["-1", "0", "1e3", "10\n", " 10", "nan", "99999999999", "1.5", "\uff11"], ids=repr)
-def test_tail_refused(text: str) -> None:
-    with pytest.raises(JobSpecError, match=r"^tail: .* is not allowed; an integer in 1\.\.100000"):
-        parse_tail(text)
-
-
-@pytest.mark.parametrize("text", ["-1", "1\n", "x", "99999"], ids=repr)
-def test_rank_refused(text: str) -> None:
-    with pytest.raises(JobSpecError, match=r"^rank: "):
-        parse_rank(text)
 
 
 OVER = [
@@ -147,3 +129,16 @@ def test_totals_per_user(usage: JobUsage, kw: dict[str, Any], limit: str, messag
         check_totals(s, decision, usage)
     assert err.value.limit == limit and isinstance(err.value, PermissionError)
     check_totals(s, decision, JobUsage())  # alone it fits
+
+
+SPAWN_GPUS = ["1\n", " 1", "\u0661", "1.0", "01e0", "+1", True, 1.0, float("nan")]
+
+
+@pytest.mark.parametrize("gpus", SPAWN_GPUS, ids=repr)
+def test_spawn_gpu_counts_are_plain_ascii_digits(gpus: Any) -> None:
+    from kubelab.spawner.options import OptionsError, validate_user_options
+
+    with pytest.raises(OptionsError, match=r"^gpus .* is not allowed with profile 'a100'; allowed: 1, 2") as err:
+        validate_user_options({"profile": "a100", "gpus": gpus}, CAT, ["gpu-users"])
+    assert err.value.status == 400
+    assert validate_user_options({"profile": "a100", "gpus": "2"}, CAT, ["gpu-users"]).gpus == 2
