@@ -101,7 +101,8 @@ def test_fancy_profiles_post_gets_the_same_validation(hub):
     s.get(f"{h.url}/hub/login", timeout=30)
     s.post(f"{h.url}/hub/login", data={"username": FELIX, "password": "pw", "_xsrf": s.cookies.get("_xsrf")}, timeout=30)
     # exactly the fields fancy-profiles posts, with a count the profile does not offer
-    xsrf = [c.value for c in s.cookies if c.name == "_xsrf"][-1]  # the login sets one per path
+    page = s.get(f"{h.url}/hub/spawn/{FELIX}/bad", timeout=30).text
+    xsrf = re.search(r'xsrf_token: "([^"]+)"', page).group(1)  # the token the page itself posts with
     form = {"_xsrf": xsrf, "profile": "a100", "select-profile": "a100",
             "profile-option-a100--image": "torch-gpu", "profile-option-a100--gpus": "3",
             "profile-option-cpu-small--image": "scipy"}
