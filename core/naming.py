@@ -56,8 +56,6 @@ JOBS_SCOPE = "custom:kubelab:jobs"
 JOBS_ADMIN_SCOPE = "custom:kubelab:jobs-admin"
 #: The hub role holding both scopes, for the admin users and groups.
 JOBS_ADMIN_ROLE = "kubelab-jobs-admin"
-#: Marks pods the devcluster's process node reports Running without running them (benchmarks).
-SIMULATE_ANNOTATION = "kubelab.io/simulate"
 
 #: What a safe value looks like: a DNS-1123 label (lower-case letters, digits and single hyphens
 #: between them). Always applied with ``fullmatch``: ``$`` would let a trailing newline through.

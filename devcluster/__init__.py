@@ -6,9 +6,9 @@ Python API (what tests, benchmarks and ``make demo`` use)::
     info = ensure_cluster()        # ClusterInfo(kubeconfig, host_ip, external, state, started)
     info.host_ip                   # where pods reach servers on this host (the bridge gateway)
 
-``HOST_GATEWAY`` is that address for the default instance, ``SIMULATE_ANNOTATION``
-the pod annotation for simulated (process-less) pods, ``STORAGE_CLASS`` the default
-StorageClass. Attributes load lazily: the pod launcher imports this package for
+``HOST_GATEWAY`` is that address for the default instance, ``SIMULATE_LABEL`` the
+namespace label whose pods all run simulated (Running, no process), ``SIMULATE_ANNOTATION``
+the pod annotation that simulates one pod, ``STORAGE_CLASS`` the default StorageClass. Attributes load lazily: the pod launcher imports this package for
 every pod start and must not pay for the Kubernetes client.
 """
 
@@ -26,6 +26,7 @@ _EXPORTS = {
     "status": "kubelab.devcluster.cluster",
     "HOST_GATEWAY": "kubelab.devcluster.settings",
     "SIMULATE_ANNOTATION": "kubelab.devcluster.runtime",
+    "SIMULATE_LABEL": "kubelab.devcluster.runtime",
     "STORAGE_CLASS": "kubelab.devcluster.provisioner",
 }
 

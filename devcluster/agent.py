@@ -39,7 +39,7 @@ from kubelab.devcluster.nodes import NODE_IP, NodeSpec, load_layout, make_node, 
 from kubelab.devcluster.pki import KUBELET_CLIENT_CN, node_serving_cert
 from kubelab.devcluster.podstatus import rfc3339
 from kubelab.devcluster.provisioner import Provisioner
-from kubelab.devcluster.runtime import PodRunner, gpu_request, now, patch_strategic, pod_dir_name
+from kubelab.devcluster.runtime import PodRunner, gpu_request, is_simulated, now, patch_strategic, pod_dir_name
 
 log = logging.getLogger("kubelab.devcluster.agent")
 HEARTBEAT_SECONDS = 10.0
@@ -84,6 +84,8 @@ class Agent:
         self.ready_since = rfc3339(now())
         self.pods = Informer("pods", self.core.list_pod_for_all_namespaces, self.on_pod)
         self.services = Informer("services", self.core.list_service_for_all_namespaces, self.on_service)
+        # Namespaces labelled kubelab.io/simulate=true have every pod simulated (benchmarks).
+        self.namespaces = Informer("namespaces", self.core.list_namespace, lambda kind, obj: None)
         self.servers: list[KubeletApiServer] = []
         # Short jobs: simulated pods' set-up and finished pods' final delete.
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="pods")
@@ -186,6 +188,23 @@ class Agent:
 
         return lookup
 
+    def simulates(self, pod: dict[str, Any]) -> bool:
+        """Whether to run ``pod`` simulated: by its own annotation or its namespace's label.
+
+        The namespace cache answers "yes" at once. Otherwise the namespace is read, because its
+        watch may not have delivered a label set just before the pod was created; that read costs
+        one request per pod that runs a real process, which starts a process anyway.
+        """
+        name = pod["metadata"]["namespace"]
+        if is_simulated(pod, self.namespaces.get(name)):
+            return True
+        try:
+            namespace = json.loads(self.core.read_namespace(name, _preload_content=False).data)
+        except (ApiException, urllib3.exceptions.HTTPError) as e:
+            log.warning("namespace %s unreadable (%s): pod %s runs as a process", name, e, pod["metadata"]["name"])
+            return False
+        return is_simulated(pod, namespace)
+
     # ---- hosts files ----------------------------------------------------------------------------------
 
     def hosts_for(self, runner: PodRunner) -> str:
@@ -217,8 +236,11 @@ class Agent:
         if node is not None:
             with self.lock:
                 runner = self.runners.get(uid)
-                if runner is None and kind != "DELETED":
-                    runner = PodRunner(self, node, pod)
+            if runner is None and kind != "DELETED":
+                # Decided outside the lock (it may read the namespace); only this thread adds runners.
+                simulated = self.simulates(pod)
+                with self.lock:
+                    runner = PodRunner(self, node, pod, simulated=simulated)
                     self.runners[uid] = runner
                     runner.start()
             if runner is not None:
@@ -309,7 +331,9 @@ class Agent:
             Informer("pvcs", self.core.list_persistent_volume_claim_for_all_namespaces, provisioner.on_claim).start()
             Informer("pvs", self.core.list_persistent_volume, provisioner.on_volume).start()
         self.services.start()
+        self.namespaces.start()
         self.services.synced.wait(30)
+        self.namespaces.synced.wait(30)
         self.pods.start()
         self.pods.synced.wait(30)
         # Tells `up` that this very agent (not a predecessor's Ready nodes) is serving.
@@ -345,6 +369,7 @@ class Agent:
     def shutdown(self) -> None:
         """Stop all pod processes (SIGTERM, then SIGKILL) in parallel and remove their sandboxes."""
         self.pods.stop()
+        self.namespaces.stop()
         with self.lock:
             runners = list(self.runners.values())
         threads = [threading.Thread(target=r.stop_for_shutdown, args=(SHUTDOWN_GRACE,)) for r in runners]

@@ -26,7 +26,8 @@ NODE_IP = "127.0.0.1"
 
 DEFAULT_LAYOUT: dict[str, Any] = {
     "nodes": [
-        {"name": "kubelab-cpu"},
+        # Room for the scale benchmark's 2,000 simulated servers plus its spawns (benchmarks/).
+        {"name": "kubelab-cpu", "pods": 3000},
         {"name": "kubelab-gpu-a100", "gpus": 4, "gpu_product": "NVIDIA-A100-SXM4-80GB"},
     ]
 }

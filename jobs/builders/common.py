@@ -28,7 +28,6 @@ from kubelab.core.naming import (
     LABEL_USER,
     MANAGED_BY,
     MANAGED_BY_VALUE,
-    SIMULATE_ANNOTATION,
     home_claim_name,
     metrics_secret_name,
     user_label,
@@ -70,7 +69,6 @@ class BuildContext:
             can see neither the home nor a shared volume.
         max_runtime_seconds: The runtime limit in force (spec's, else the platform's).
         rendezvous_timeout: Seconds the entrypoint waits for peers.
-        simulate: Mark pods ``kubelab.io/simulate: "true"`` (the process node then runs nothing; benchmarks).
         extra_env: Environment added to every worker after the spec's (the service's own settings).
         groups: The user's groups, written on pods so that group GPU quotas count the job.
         trainer_runtime: The replicatedJob and container names of the ClusterTrainingRuntime a
@@ -98,7 +96,6 @@ class BuildContext:
     files: Mapping[str, bytes] | None = None
     max_runtime_seconds: int | None = None
     rendezvous_timeout: int = 300
-    simulate: bool = False
     extra_env: Mapping[str, str] = field(default_factory=dict)
     groups: tuple[str, ...] = ()
     trainer_runtime: TrainerRuntime | None = None
@@ -398,11 +395,8 @@ def pod_metadata(spec: JobSpec, ctx: BuildContext, rank: int | None = None) -> d
 
 
 def pod_annotations(ctx: BuildContext) -> dict[str, str]:
-    """Pod annotations: the owner's groups (group quotas count pods by them) and simulate mode."""
-    out = {ANNOTATION_GROUPS: ",".join(sorted(ctx.groups))} if ctx.groups else {}
-    if ctx.simulate:
-        out[SIMULATE_ANNOTATION] = "true"
-    return out
+    """Pod annotations: the owner's groups (group quotas count pods by them)."""
+    return {ANNOTATION_GROUPS: ",".join(sorted(ctx.groups))} if ctx.groups else {}
 
 
 def spec_json(spec: JobSpec) -> str:

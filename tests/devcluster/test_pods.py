@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from kubelab.devcluster import pidfile
+from kubelab.devcluster import SIMULATE_ANNOTATION, SIMULATE_LABEL, pidfile
 from kubelab.devcluster.netns import sandbox_names
 from kubelab.devcluster.settings import load_instance
 from kubelab.devcluster.testing import bound_claim, pod_log, python_pod, wait_for, wait_pod_gone, wait_pod_phase
@@ -350,7 +350,7 @@ def test_on_failure_restarts_and_previous_logs(core, namespace):
 
 def test_simulated_pod_runs_without_a_process(core, namespace, cluster):
     pod = python_pod("sim", "raise SystemExit(1)")
-    pod["metadata"]["annotations"] = {"kubelab.io/simulate": "true"}
+    pod["metadata"]["annotations"] = {SIMULATE_ANNOTATION: "true"}
     created = core.create_namespaced_pod(namespace, pod)
     running = wait_pod_phase(core, namespace, "sim", ("Running",))
     assert running.status.pod_ip and running.status.container_statuses[0].state.running
@@ -358,6 +358,23 @@ def test_simulated_pod_runs_without_a_process(core, namespace, cluster):
     assert not (pod_dir / "pid").exists()
     time.sleep(1)
     assert core.read_namespaced_pod("sim", namespace).status.phase == "Running"
+
+
+def test_every_pod_of_a_namespace_labelled_simulate_runs_without_a_process(core, namespace, cluster):
+    # Labelled just before the pods are created, as a benchmark does: the agent must not miss it.
+    core.patch_namespace(namespace, {"metadata": {"labels": {SIMULATE_LABEL: "true"}}})
+    created = [core.create_namespaced_pod(namespace, python_pod(f"sim-{i}", "raise SystemExit(1)")) for i in range(3)]
+    for pod in created:
+        running = wait_pod_phase(core, namespace, pod.metadata.name, ("Running",))
+        assert running.status.pod_ip and running.status.container_statuses[0].state.running
+        pod_dir = cluster.state / "agent" / "pods" / f"{namespace}_{pod.metadata.name}_{pod.metadata.uid}"
+        assert not (pod_dir / "pid").exists() and not (pod_dir / "logs").exists()
+    # Once the label is gone, a new pod runs as a process again (and ends with the script's exit code).
+    core.patch_namespace(namespace, {"metadata": {"labels": {SIMULATE_LABEL: None}}})
+    core.create_namespaced_pod(namespace, python_pod("real", "raise SystemExit(3)", restart_policy="Never"))
+    real = wait_pod_phase(core, namespace, "real", ("Succeeded", "Failed"))
+    assert real.status.container_statuses[0].state.terminated.exit_code == 3
+    assert core.read_namespaced_pod("sim-0", namespace).status.phase == "Running"
 
 
 def test_hosts_file_follows_peers_and_keeps_its_inode(core, namespace):

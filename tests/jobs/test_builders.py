@@ -290,7 +290,7 @@ def test_trainjob_shape() -> None:
     assert patch["manager"] == "kubelab.io/jobs"
 
 
-def test_simulate_and_groups_annotations_reach_the_pods() -> None:
-    job = plain_jobs(spec(), ctx(simulate=True, groups=("gpu-users",)))[0]
-    assert job["spec"]["template"]["metadata"]["annotations"] == {
-        "kubelab.io/simulate": "true", "kubelab.io/groups": "gpu-users"}
+def test_groups_annotation_reaches_the_pods() -> None:
+    job = plain_jobs(spec(), ctx(groups=("gpu-users",)))[0]
+    # exactly the groups: simulation is the devcluster's business, never a builder's
+    assert job["spec"]["template"]["metadata"]["annotations"] == {"kubelab.io/groups": "gpu-users"}

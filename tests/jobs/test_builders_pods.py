@@ -19,10 +19,10 @@ from kubelab.jobs.spec import JobSpec
 from kubelab.jobs.sshkeys import new_ssh_auth
 
 CTX = BuildContext(user="alice", namespace="jobs", image="img:1", home=HomeStorage(access_mode="ReadWriteMany"),
-                   groups=("physics",), simulate=True)
+                   groups=("physics",))
 LABELS = {"app.kubernetes.io/managed-by": "kubelab", "kubelab.io/user": "alice", "kubelab.io/job": "j",
           "kubelab.io/component": "rank"}
-ANNOTATIONS = {"kubelab.io/groups": "physics", "kubelab.io/simulate": "true"}
+ANNOTATIONS = {"kubelab.io/groups": "physics"}
 
 
 def user_pods(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], list[dict[str, Any]]]]:

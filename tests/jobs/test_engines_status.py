@@ -35,6 +35,7 @@ import pytest
 import yaml
 
 from kubelab.core.catalogue import HomeStorage
+from kubelab.devcluster import SIMULATE_ANNOTATION
 from kubelab.devcluster.testing import wait_for
 from kubelab.jobs.builders import BuildContext, job_id, jobset, kubeflow, make_parent
 from kubelab.jobs.spec import JobSpec
@@ -53,15 +54,20 @@ def now() -> str:
 
 
 def ctx(namespace: str, **kw: Any) -> BuildContext:
-    # RWO homes and no script: no volume, so the pods need no claim; simulated unless a test runs them.
-    return BuildContext(**{"user": "alice", "namespace": namespace, "image": "img", "home": HomeStorage(),
-                           "simulate": True, **kw})
+    # RWO homes and no script: no volume, so the pods need no claim.
+    return BuildContext(**{"user": "alice", "namespace": namespace, "image": "img", "home": HomeStorage(), **kw})
 
 
 class Operator:
-    """The training-operator's documented writes, done by hand on the devcluster."""
+    """The training-operator's documented writes, done by hand on the devcluster.
 
-    def __init__(self, kube: kubernetes.client.ApiClient, namespace: str, job: dict[str, Any]) -> None:
+    With ``simulate`` the pods it creates carry the devcluster's simulate annotation, so the process
+    node marks them Running without running the trainer (the test, not kubelab, asks for that).
+    """
+
+    def __init__(self, kube: kubernetes.client.ApiClient, namespace: str, job: dict[str, Any],
+                 simulate: bool = True) -> None:
+        self.simulate = simulate
         self.core = kubernetes.client.CoreV1Api(kube)
         self.custom = kubernetes.client.CustomObjectsApi(kube)
         self.namespace = namespace
@@ -110,6 +116,9 @@ class Operator:
                     if rtype == MASTER_TYPES.get(self.kind):
                         labels["training.kubeflow.org/job-role"] = "master"
                     tpl["spec"]["restartPolicy"] = replica["restartPolicy"]
+                    if self.simulate:
+                        tpl["metadata"]["annotations"] = {**tpl["metadata"].get("annotations", {}),
+                                                          SIMULATE_ANNOTATION: "true"}
                     self.core.create_namespaced_pod(self.namespace, {
                         "apiVersion": "v1", "kind": "Pod",
                         "metadata": {**tpl["metadata"], "name": name, "labels": labels, "ownerReferences": [{
@@ -137,14 +146,14 @@ def make_job(kube: kubernetes.client.ApiClient, namespace: str) -> Iterator[Any]
     core = kubernetes.client.CoreV1Api(kube)
     custom = kubernetes.client.CustomObjectsApi(kube)
 
-    def make(spec: JobSpec, **kw: Any) -> tuple[Any, Operator]:
+    def make(spec: JobSpec, simulate: bool = True, **kw: Any) -> tuple[Any, Operator]:
         c = ctx(namespace, **kw)
         parent = core.create_namespaced_config_map(namespace, make_parent(spec, c, "kubeflow-v1"))
         obj = kubeflow.make_training_job(spec, c)
         obj["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap", "name": parent.metadata.name,
                                                "uid": parent.metadata.uid}]
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[obj["kind"]], obj)
-        op = Operator(kube, namespace, obj)
+        op = Operator(kube, namespace, obj, simulate)
 
         def status(**kw: Any) -> Any:
             raw = kube.sanitize_for_serialization(core.read_namespaced_config_map(parent.metadata.name, namespace))

@@ -11,7 +11,7 @@ from labhub import uname
 from kubelab.core.availability import gpu_availability
 from kubelab.core.catalogue import parse_catalogue
 from kubelab.core.cluster import ClusterCache
-from kubelab.core.naming import SIMULATE_ANNOTATION
+from kubelab.devcluster import SIMULATE_ANNOTATION
 
 pytestmark = pytest.mark.integration
 USER = uname("cachetest")
