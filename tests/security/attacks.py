@@ -20,6 +20,8 @@ import kubernetes
 import requests
 from kubernetes.client.rest import ApiException
 
+from kubelab.devcluster.testing import wait_for
+
 #: Kinds whose objects an attack could leave behind (everything kubelab or KubeSpawner creates).
 KINDS = ("ConfigMap", "Secret", "Service", "Job", "Pod", "PersistentVolumeClaim")
 
@@ -112,17 +114,6 @@ def objects(kube: kubernetes.client.ApiClient, namespace: str) -> set[str]:
     return out
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, sleep: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(sleep)
-
-
 def write_into_claim(core: kubernetes.client.CoreV1Api, namespace: str, claim: str, files: dict[str, str],
                      pod: str) -> None:
     """Write ``files`` into the claim through a pod that mounts it (as a notebook would have)."""
@@ -144,11 +135,11 @@ def write_into_claim(core: kubernetes.client.CoreV1Api, namespace: str, claim: s
         phase = core.read_namespaced_pod(pod, namespace).status.phase
         return phase if phase in ("Succeeded", "Failed") else None
 
-    phase = wait_until(done, 120, f"the writer pod {pod}")
+    phase = wait_for(done, 120, f"the writer pod {pod}")
     log = core.read_namespaced_pod_log(pod, namespace)
     assert phase == "Succeeded", log
     core.delete_namespaced_pod(pod, namespace, grace_period_seconds=0)
-    wait_until(lambda: not exists(lambda: core.read_namespaced_pod(pod, namespace)), 60, f"{pod} to go")
+    wait_for(lambda: not exists(lambda: core.read_namespaced_pod(pod, namespace)), 60, f"{pod} to go")
 
 
 def exists(read: Callable[[], Any]) -> bool:

@@ -40,8 +40,9 @@ from kubelab.core.naming import (
     server_label,
     user_label,
 )
+from kubelab.devcluster.testing import wait_for
 from tests.harness import HubProcess
-from tests.security.attacks import TALLY, answer_message, exists, objects, wait_until, write_into_claim
+from tests.security.attacks import TALLY, answer_message, exists, objects, write_into_claim
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +104,7 @@ def core(kube: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
 def ns(core: kubernetes.client.CoreV1Api) -> Iterator[str]:
     name = f"kl-attacks-{secrets.token_hex(3)}"
     core.create_namespace({"metadata": {"name": name, "labels": {"kubelab.io/test": "true"}}})
-    wait_until(lambda: exists(lambda: core.read_namespaced_service_account("default", name))
+    wait_for(lambda: exists(lambda: core.read_namespaced_service_account("default", name))
                and core.read_namespaced_service_account("default", name).secrets, 30, "the default ServiceAccount")
     yield name
     if os.environ.get("KUBELAB_TEST_KEEP") != "1":
@@ -241,7 +242,7 @@ def test_colliding_names_see_nothing_of_each_other(hub: HubProcess, tokens: dict
     r = jobs_api(hub, "POST", "jobs", victim, json={"name": "train", "framework": "replicas", "script": "sleep.py",
                                                      "workers": 1, "gpus_per_worker": 1, "gpu_class": "a100"})
     assert r.status_code == 201, r.text
-    wait_until(lambda: jobs_api(hub, "GET", "jobs/train", victim).json()["phase"] == "Running", 120, "train")
+    wait_for(lambda: jobs_api(hub, "GET", "jobs/train", victim).json()["phase"] == "Running", 120, "train")
     snapshot = lambda: objects(kube, ns)  # noqa: E731
 
     assert jobs_api(hub, "GET", "jobs", attacker).json() == {"jobs": []}
@@ -256,7 +257,7 @@ def test_colliding_names_see_nothing_of_each_other(hub: HubProcess, tokens: dict
     # the attacker's own job mounts the attacker's home, which holds no file of the victim's
     r = jobs_api(hub, "POST", "jobs", attacker, json={"name": "peek", "framework": "replicas", "script": "peek.py"})
     assert r.status_code == 201, r.text
-    final = wait_until(lambda: (s := jobs_api(hub, "GET", "jobs/peek", attacker).json())["phase"]
+    final = wait_for(lambda: (s := jobs_api(hub, "GET", "jobs/peek", attacker).json())["phase"]
                        in ("Succeeded", "Failed") and s, 120, "peek")
     logs = jobs_api(hub, "GET", "jobs/peek/logs?rank=0", attacker).text
     assert final["phase"] == "Succeeded", (final, logs)
@@ -422,7 +423,7 @@ def peek_job(hub: HubProcess, tokens: dict[str, str], collided: dict) -> str:
     r = jobs_api(hub, "POST", "jobs", tokens[ATTACKER], json={"name": "tailme", "framework": "replicas",
                                                               "script": "peek.py"})
     assert r.status_code == 201, r.text
-    wait_until(lambda: jobs_api(hub, "GET", "jobs/tailme", tokens[ATTACKER]).json()["phase"] == "Succeeded", 120,
+    wait_for(lambda: jobs_api(hub, "GET", "jobs/tailme", tokens[ATTACKER]).json()["phase"] == "Succeeded", 120,
                "tailme")
     return "tailme"
 
