@@ -253,9 +253,15 @@ def sshd_config(state: str, port: int, ssh_dir: str) -> str:
 
 def _private_key_copy(ssh_dir: str) -> str:
     """The job's private key copied to a 0600 file: ssh refuses a key that others may read."""
+    try:
+        with open(os.path.join(ssh_dir, "id_rsa"), "rb") as src:
+            key = src.read()
+    except OSError as e:
+        raise EntrypointError(f"no SSH key for mpirun in KUBELAB_MPI_SSH_DIR={ssh_dir} ({e.strerror}): "
+                              "the job needs its ssh Secret mounted there") from e
     fd, path = tempfile.mkstemp(prefix="kubelab-ssh-key-")
-    with open(os.path.join(ssh_dir, "id_rsa"), "rb") as src, os.fdopen(fd, "wb") as dst:
-        dst.write(src.read())
+    with os.fdopen(fd, "wb") as dst:
+        dst.write(key)
     os.chmod(path, 0o600)
     return path
 

@@ -196,3 +196,9 @@ def test_nccl_on_a_real_gpu(tmp_path: Path) -> None:
                           "KUBELAB_BACKEND": "nccl"})
     assert out.returncode == 0, out.stderr
     assert "final_loss=" in out.stdout
+
+
+def test_mpi_launcher_without_the_jobs_key_says_so(tmp_path: Path) -> None:
+    launch = plan(env(KUBELAB_FRAMEWORK="mpi", KUBELAB_MPI_SSH_DIR=str(tmp_path)), [], python="py")
+    with pytest.raises(EntrypointError, match=f"no SSH key for mpirun in KUBELAB_MPI_SSH_DIR={tmp_path}"):
+        entrypoint.run(launch)
