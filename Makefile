@@ -13,8 +13,9 @@ PYTEST_ARGS ?=
 
 # Debian packages: etcd for the control plane, iproute2 for pod network namespaces,
 # chromium for browser tests, nodejs/npm for the local OIDC provider and the proxy, python3-venv for .venv,
-# openmpi-bin (mpirun, and the libmpi the mpi4py wheel loads) and openssh-server for real MPI jobs.
-APT_PACKAGES := etcd-server openssl iproute2 util-linux procps chromium fonts-dejavu-core python3-venv ca-certificates openmpi-bin openssh-server
+# openmpi-bin (mpirun, and the libmpi the mpi4py wheel loads) and openssh-server for real MPI jobs,
+# postgresql for the GPU accounting's tests on a real PostgreSQL (a throw-away cluster per test run).
+APT_PACKAGES := etcd-server openssl iproute2 util-linux procps chromium fonts-dejavu-core python3-venv ca-certificates openmpi-bin openssh-server postgresql
 
 .PHONY: help setup system venv oidc proxy controlplane test lint unit demo bench images docs clean
 

@@ -7,7 +7,7 @@ generic top-level name such as ``spawner`` lands in site-packages.
 
 from setuptools import find_packages, setup
 
-SUBPACKAGES = ["core", "hub_config", "spawner", "widgets", "jobs", "devcluster"]
+SUBPACKAGES = ["core", "hub_config", "spawner", "widgets", "jobs", "devcluster", "admin"]
 # Nested packages (jobs/builders, jobs/backends) are found under each folder; their directories
 # follow from the parent's package_dir entry.
 PACKAGES = [
@@ -31,6 +31,7 @@ setup(
         "kubelab.widgets": ["*.svg"],
         "kubelab.devcluster": ["*.sh"],
         "kubelab.jobs": ["*.yaml", "templates/*.html"],
+        "kubelab.admin": ["templates/*.html"],
         "kubelab.jobs.examples": ["*.ipynb"],
     },
     include_package_data=True,
@@ -86,8 +87,12 @@ setup(
             "kubeflow-training==1.9.4",
             # The real MPI job's allreduce; the wheel loads Debian's Open MPI (libmpi.so.40).
             "mpi4py>=4.1,<5",
+            # GPU accounting is tested on a real PostgreSQL too (the hub's db_url; SQLAlchemy 2.1 reads postgresql:// with psycopg 3).
+            "psycopg[binary]>=3.1,<4",
         ],
         "dev": ["ruff>=0.6,<1"],
+        # A hub whose db_url is PostgreSQL (z2jh's hub.db.type: postgres) needs the driver.
+        "postgres": ["psycopg[binary]>=3.1,<4"],
     },
     entry_points={
         "console_scripts": [

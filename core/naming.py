@@ -56,6 +56,10 @@ JOBS_SCOPE = "custom:kubelab:jobs"
 JOBS_ADMIN_SCOPE = "custom:kubelab:jobs-admin"
 #: The hub role holding both scopes, for the admin users and groups.
 JOBS_ADMIN_ROLE = "kubelab-jobs-admin"
+#: JupyterHub scope: the admin page and the GPU-hour API (every user's GPUs, usage and quotas).
+ADMIN_SCOPE = "custom:kubelab:admin"
+#: The hub role holding :data:`ADMIN_SCOPE`, for the admin users and groups.
+ADMIN_ROLE = "kubelab-admin"
 
 #: What a safe value looks like: a DNS-1123 label (lower-case letters, digits and single hyphens
 #: between them). Always applied with ``fullmatch``: ``$`` would let a trailing newline through.

@@ -50,7 +50,11 @@ class PlatformUnavailable(RuntimeError):
 
 
 class Component(Protocol):
-    """A part of the platform with start-up work of its own."""
+    """A part of the platform with start-up work of its own.
+
+    A component may also define ``attach(cluster)``: it is called with the cluster cache before
+    the cache's first LIST, so that a component following the cluster misses no change.
+    """
 
     name: str
 
@@ -134,6 +138,12 @@ class Platform:
             self.stream_api = _client(configuration, STREAM_POOL_SIZE)
             self.cluster = ClusterCache(CoreV1Api(self.api))
             self.ledger = QuotaLedger(self.cluster, self.catalogue)
+            for component in self._components:
+                # before the first LIST: a component that follows the cluster (GPU accounting)
+                # sees every change, even one that happens before its own start() runs
+                attach = getattr(component, "attach", None)
+                if attach is not None:
+                    attach(self.cluster)
         await _until_done("cluster cache", lambda: self.cluster.start(READY_TIMEOUT))  # type: ignore[union-attr]
         for component in self._components:
             await _until_done(component.name, component.start)

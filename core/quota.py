@@ -42,6 +42,8 @@ from .records import PodInfo
 
 #: What a 429 quota refusal suggests as ``Retry-After``: servers and jobs end on their own scale.
 RETRY_AFTER_SECONDS = 30
+#: The limit a :class:`QuotaExceeded` names (its ``reason``): whose limit, and of what.
+REFUSAL_REASONS = ("user_gpus", "user_servers", "group_gpus", "group_servers")
 
 
 class QuotaExceeded(Exception):
@@ -51,12 +53,14 @@ class QuotaExceeded(Exception):
         message: Plain words for the user.
         permanent: True when the request alone exceeds the limit (it can never fit: HTTP 403);
             False when stopping something would make room (HTTP 429).
+        reason: Which limit refused it, for the refusal counters: one of :data:`REFUSAL_REASONS`.
     """
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, reason: str = "user_gpus") -> None:
         super().__init__(message)
         self.message = message
         self.permanent = permanent
+        self.reason = reason
 
     @property
     def status(self) -> int:
@@ -276,7 +280,7 @@ class QuotaLedger:
         """
         limits = self.limits_for(user)
         usage = self.user_usage(user)
-        self._check_one(limits, usage, gpus, servers, what, "you use", "GPU quota", "server quota")
+        self._check_one(limits, usage, gpus, servers, what, "you use", "GPU quota", "server quota", "user")
         for group in sorted(set(groups)):
             glimits = self.catalogue.group_limits.get(group)
             if glimits is None:
@@ -285,30 +289,35 @@ class QuotaLedger:
             self._check_one(
                 glimits, gusage, gpus, servers, what,
                 f"group '{group}' uses", f"GPU quota of group '{group}'", f"server quota of group '{group}'",
+                "group",
             )
 
     @staticmethod
     def _check_one(
-        limits: Limits, usage: Usage, gpus: int, servers: int, what: str, subject: str, gpu_label: str, server_label: str
+        limits: Limits, usage: Usage, gpus: int, servers: int, what: str, subject: str, gpu_label: str, server_label: str,
+        whose: str,
     ) -> None:
         if gpus and limits.max_gpus is not None and usage.gpus + gpus > limits.max_gpus:
             if gpus > limits.max_gpus:
                 raise QuotaExceeded(
                     f"{gpu_label}: {what} asks for {_plural(gpus, 'GPU')} but the limit is {limits.max_gpus}",
-                    permanent=True,
+                    permanent=True, reason=f"{whose}_gpus",
                 )
             held = "; ".join(usage.gpu_holders) or "nothing visible yet"
             raise QuotaExceeded(
                 f"{gpu_label}: {subject} {usage.gpus} of {_plural(limits.max_gpus, 'GPU')} ({held}); "
-                f"stop {'it' if len(usage.gpu_holders) == 1 else 'one of them'} to start {what}"
+                f"stop {'it' if len(usage.gpu_holders) == 1 else 'one of them'} to start {what}",
+                reason=f"{whose}_gpus",
             )
         if servers and limits.max_servers is not None and usage.servers + servers > limits.max_servers:
             if servers > limits.max_servers:
-                raise QuotaExceeded(f"{server_label}: the limit is {limits.max_servers} servers", permanent=True)
+                raise QuotaExceeded(f"{server_label}: the limit is {limits.max_servers} servers", permanent=True,
+                                    reason=f"{whose}_servers")
             held = "; ".join(usage.server_holders) or "nothing visible yet"
             raise QuotaExceeded(
                 f"{server_label}: {subject} {usage.servers} of {_plural(limits.max_servers, 'server')} ({held}); "
-                f"stop one to start {what}"
+                f"stop one to start {what}",
+                reason=f"{whose}_servers",
             )
 
     def reserve(

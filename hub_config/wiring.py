@@ -24,11 +24,12 @@ from typing import Any
 from traitlets.config import Config
 from traitlets.config.loader import LazyConfigValue
 
+from kubelab.admin.configure import configure_admin
 from kubelab.core.catalogue import EXAMPLE_PATH, Catalogue, CatalogueError, load_catalogue
 from kubelab.core.platform import Platform
 from kubelab.hub_config import logredact
 from kubelab.hub_config.auth import HubConfigError, configure_auth
-from kubelab.hub_config.culling import idle_culler_service
+from kubelab.hub_config.culling import CULLER_SERVICE, idle_culler_service, timeout_for_server
 from kubelab.hub_config.proxy import ProxyNotInstalled, chp_command
 from kubelab.jobs.roles import configure_jobs
 from kubelab.spawner import configure_spawner
@@ -105,8 +106,12 @@ def configure_platform(
     platform = Platform(catalogue)
     configure_spawner(c, platform)
     configure_named_servers(c, catalogue)
+    service = None
     if jobs:
-        configure_jobs(c, platform, namespace=jobs_namespace, admin_groups=admin_groups, **jobs_options)
+        service = configure_jobs(c, platform, namespace=jobs_namespace, admin_groups=admin_groups, **jobs_options)
+    # the admin page, GPU accounting and metrics (issue 15); deadlines are the culler's own rule
+    configure_admin(c, platform, jobs=service, timeout_for=lambda server: timeout_for_server(catalogue, server),
+                    culler_service=CULLER_SERVICE, admin_groups=admin_groups)
     platform.launch()
     return platform
 

@@ -29,6 +29,7 @@ from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from kubelab.core.metrics import count_quota_refusal
 from kubelab.core.naming import JOBS_ADMIN_SCOPE, JOBS_SCOPE
 from kubelab.core.platform import PlatformUnavailable
 from kubelab.core.quota import QuotaExceeded
@@ -113,6 +114,7 @@ class JobsHandlerBase(APIHandler):
         if isinstance(e, JobSpecError):
             self.fail(400, str(e), field=e.field)
         elif isinstance(e, QuotaExceeded):
+            count_quota_refusal("job", e)
             self.fail(e.status, e.message, retry_after=e.retry_after)
         elif isinstance(e, TooManyStreams):
             self.fail(429, str(e), retry_after=5)

@@ -31,6 +31,7 @@ from kubelab.core.availability import ClassAvailability, gpu_availability
 from kubelab.core.catalogue import Catalogue
 from kubelab.core.cluster import ClusterCache, ManagedPodsView
 from kubelab.core.home import HomeClaimError, find_home_claim
+from kubelab.core.metrics import count_early_end, count_quota_refusal
 from kubelab.core.naming import (
     HOSTNAME_LABEL,
     LABEL_SERVER,
@@ -464,6 +465,8 @@ class LabSpawner(KubeSpawner):
             async with reservation:
                 return await self._start_reserved(selection, cache)
         except QuotaExceeded as e:
+            count_quota_refusal("server", e)
+            count_early_end("quota")
             raise web.HTTPError(e.status, e.message, reason=e.message) from e
 
     async def _wait_for_home(self, selection: SpawnChoice, cache: ClusterCache) -> None:
@@ -486,6 +489,7 @@ class LabSpawner(KubeSpawner):
             try:
                 await cache.wait_for(lambda: not terminating(), timeout=self.home_release_timeout)
             except TimeoutError as e:
+                count_early_end("home_busy")
                 raise web.HTTPError(
                     409, f"Your home volume is still held by {names} after {self.home_release_timeout} s; try again shortly"
                 ) from e
@@ -499,6 +503,7 @@ class LabSpawner(KubeSpawner):
         cls = selection.gpu_class
         if cls is not None and any(labels.get(k) != v for k, v in cls.node_selector.items()):
             holders = ", ".join(p.describe() for p in live)
+            count_early_end("home_busy")
             raise web.HTTPError(
                 409,
                 f"Your home volume is ReadWriteOnce and in use by {holders} on node {node}, which has no "
@@ -545,6 +550,7 @@ class LabSpawner(KubeSpawner):
                     selection.gpu_class.key
                 ]
             message = unschedulable_message(doom.result(), selection, av)
+            count_early_end("unschedulable")
             self._say(message)
             await self._delete_failed_pod()
             raise web.HTTPError(409, message, reason=message)
@@ -556,6 +562,7 @@ class LabSpawner(KubeSpawner):
             if e.status == 403:
                 body = e.body.decode() if isinstance(e.body, bytes) else str(e.body or e.reason)
                 message = quota_refusal_message(body, selection)
+                count_early_end("resourcequota")
                 self._say(message)
                 raise web.HTTPError(429, message, reason=message) from e
             raise
