@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.admin.postgres import TempPostgres
+
+# the spawner tests' hub helpers (labhub, and the harness it imports) are shared with these tests
+TESTS = Path(__file__).resolve().parents[1]
+for folder in (TESTS, TESTS / "spawner"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 
 @pytest.fixture(scope="session")
