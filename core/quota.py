@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
@@ -329,6 +329,7 @@ class QuotaLedger:
         servers: int = 0,
         what: str,
         match: Mapping[str, str] | None = None,
+        check: Callable[[], None] | None = None,
     ) -> _PendingReserve:
         """Check the quotas and hold ``gpus``/``servers`` for ``user``; await it or use ``async with``.
 
@@ -340,6 +341,8 @@ class QuotaLedger:
             what: Words for messages, e.g. ``"server 'big'"`` or ``"job 'ddp'"``.
             match: Labels of the pods the start will create; once the cache sees them, they count
                 instead of the reservation. Always include ``kubelab.io/user``.
+            check: Another check to run under the same lock, before the quota's (the jobs
+                service's per-user totals); what it raises propagates and nothing is held.
 
         Raises:
             QuotaExceeded: Refused; nothing is held.
@@ -347,15 +350,17 @@ class QuotaLedger:
         return _PendingReserve(
             self,
             {"user": user, "groups": tuple(sorted(set(groups))), "gpus": gpus, "servers": servers,
-             "what": what, "match": dict(match or {})},
+             "what": what, "match": dict(match or {}), "check": check},
         )
 
     async def _reserve(
         self, *, user: str, groups: tuple[str, ...], gpus: int, servers: int, what: str,
-        match: Mapping[str, str],
+        match: Mapping[str, str], check: Callable[[], None] | None,
     ) -> Reservation:
         async with self.lock:
             # no await between check and insert: the decision and the hold are atomic
+            if check is not None:
+                check()
             self.check(user, groups, gpus=gpus, servers=servers, what=what)
             r = Reservation(self, next(self._ids), user, groups, gpus, servers, what, match)
             self._reservations[r.id] = r

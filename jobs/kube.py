@@ -17,7 +17,7 @@ import functools
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -41,6 +41,13 @@ CUSTOM_KINDS = {
     "TrainJob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
 }
 JOB_SELECTOR = f"{MANAGED_BY}={MANAGED_BY_VALUE},{LABEL_JOB}"
+#: Kueue's Workloads (one per job it queues; Kueue's own API group and version in v0.19).
+WORKLOADS = ("kueue.x-k8s.io", "v1beta1", "workloads")
+
+
+def owner_names(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names of an object's owners (Kueue's Workloads are found by what they queue)."""
+    return tuple(ref.get("name", "") for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
 
 
 class AlreadyExists(RuntimeError):
@@ -328,11 +335,22 @@ class JobCache:
         )
         self.events = PodEvents(self.informers["events"], self.EVENTS_PER_POD)
 
-    def add_kind(self, name: str, list_call: Callable[..., Awaitable[Any]], *, kind: str) -> Informer[Any]:
-        """Watch one more kind of job object (an engine's custom resource), labelled like every job object."""
+    def add_kind(self, name: str, list_call: Callable[..., Awaitable[Any]], *, kind: str,
+                 label_selector: str | None = JOB_SELECTOR,
+                 indexes: Mapping[str, Callable[[Any], Iterable[str]]] | None = None) -> Informer[Any]:
+        """Watch one more kind of job object (an engine's custom resource, Kueue's Workloads).
+
+        Args:
+            name: The kind's name in :attr:`informers` (its plural).
+            list_call: The namespaced list method.
+            kind: The objects' ``kind``.
+            label_selector: Default: every job object's labels. Kueue's Workloads carry none of
+                kubelab's, so they are watched whole and indexed by owner instead.
+            indexes: Default: by job (:func:`job_key`).
+        """
         informer: Informer[Any] = Informer(
-            name, list_call, label_selector=JOB_SELECTOR, key=_by_name,
-            indexes={"job": lambda o: (job_key(_labels(o)),)}, watch_timeout=self.watch_timeout, kind=kind,
+            name, list_call, label_selector=label_selector, key=_by_name,
+            indexes=indexes or {"job": lambda o: (job_key(_labels(o)),)}, watch_timeout=self.watch_timeout, kind=kind,
         )
         self.informers[name] = informer
         return informer

@@ -53,6 +53,8 @@ SPEC_KEY = "spec.json"
 REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
 OPERATOR_LABEL = "training.kubeflow.org/operator-name"
 FINAL_PHASES = ("Succeeded", "Failed", "Cancelled")
+#: A rank's phase once the job failed and the rank was (or is being) torn down.
+STOPPED = "Stopped"
 KUBEFLOW_KINDS = ("PyTorchJob", "TFJob", "MPIJob")
 
 
@@ -430,6 +432,13 @@ def build_status(parent: Mapping[str, Any], pods: Iterable[Mapping[str, Any]],
             status.failed_rank = culprit.rank
             why = culprit.message or f"exit code {culprit.exit_code}"
             status.message = f"rank {culprit.rank} failed: {why}"
+    if status.phase == "Failed":
+        # The other ranks are being (or were) torn down: they read as stopped, never as Running,
+        # whatever the record saved or the cache still shows (issue 10: "Running for 37 minutes").
+        why = f"rank {status.failed_rank} failed" if status.failed_rank is not None else "the job failed"
+        for r in status.ranks:
+            if r.phase not in FINAL_PHASES and r.phase != STOPPED:
+                r.phase, r.message = STOPPED, f"stopped: {why}"
     files = annotations.get(ANNOTATION_FILES)
     status.events = ([files] if files else []) + [
         f"rank {r.rank}: {e}" for r in status.ranks if r.pod for e in events.get(r.pod, [])

@@ -217,6 +217,22 @@ c.JupyterHub.load_roles.append(
         self._log_file.close()
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL the hub and its proxy at once, as a crash would: nothing is stopped or cleaned up.
+
+        Servers and jobs keep running in the cluster; :meth:`start` brings the hub back on the same
+        database, ports and secrets.
+        """
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the proxy runs in the hub's process group
+        except ProcessLookupError:
+            pass  # already gone
+        self.proc.wait(timeout=10)
+        self._log_file.close()
+        self.proc = None
+
     def __enter__(self) -> HubProcess:
         return self.start()
 

@@ -8,13 +8,12 @@ the scripts into ``home-alice`` through a pod that mounts it, as a notebook woul
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,52 +21,25 @@ import kubernetes
 import pytest
 import requests
 import yaml
-from kubernetes.client.rest import ApiException
 
 from kubelab.jobs import JobClient
 from kubelab.jobs.builders import job_id
 from tests.harness import HubProcess
-from tests.jobs.helpers import BASE
+from tests.jobs.helpers import BASE, make_jobs_namespace, wait_until, write_scripts_home
 
 pytestmark = pytest.mark.integration
 
-SCRIPTS = Path(__file__).parent / "scripts"
 FINAL = re.compile(r"rank=(\d+) world_size=(\d+) all_reduce=2 final_loss=([0-9.eE+-]+)")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, sleep: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(sleep)
 
 
 @pytest.fixture(scope="module")
 def jobs_ns(kube: kubernetes.client.ApiClient) -> Iterator[str]:
     """A namespace for this module's jobs (deleted afterwards unless KUBELAB_TEST_KEEP=1)."""
     core = kubernetes.client.CoreV1Api(kube)
-    name = f"kl-jobs-{secrets.token_hex(4)}"
-    core.create_namespace({"metadata": {"name": name, "labels": {"kubelab.io/test": "true"}}})
-    wait_until(lambda: core.read_namespaced_service_account("default", name).secrets
-               if _exists(lambda: core.read_namespaced_service_account("default", name)) else False,
-               30, "the default ServiceAccount")
+    name = make_jobs_namespace(core)
     yield name
     if os.environ.get("KUBELAB_TEST_KEEP") != "1":
         core.delete_namespace(name)
-
-
-def _exists(read: Callable[[], Any]) -> bool:
-    try:
-        read()
-    except ApiException as e:
-        if e.status == 404:
-            return False
-        raise
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -104,31 +76,7 @@ def tokens(hub: HubProcess) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def alice_home(kube: kubernetes.client.ApiClient, jobs_ns: str) -> str:
     """alice's RWX home claim holding the test scripts (written by a pod, as from her notebook)."""
-    core = kubernetes.client.CoreV1Api(kube)
-    core.create_namespaced_persistent_volume_claim(jobs_ns, {
-        "metadata": {"name": "home-alice", "labels": {"kubelab.io/user": "alice"}},
-        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
-    })
-    files = {p.name: base64.b64encode(p.read_bytes()).decode() for p in SCRIPTS.glob("*.py")}
-    code = ("import base64, json, os\n"
-            "for n, b in json.loads(os.environ['FILES']).items():\n"
-            "    open('/home/jovyan/' + n, 'wb').write(base64.b64decode(b))\n"
-            "print(sorted(os.listdir('/home/jovyan')))\n")
-    core.create_namespaced_pod(jobs_ns, {
-        "metadata": {"name": "write-home"},
-        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                 "containers": [{"name": "w", "image": "python", "command": ["python", "-c", code],
-                                 "env": [{"name": "FILES", "value": json.dumps(files)}],
-                                 "volumeMounts": [{"name": "home", "mountPath": "/home/jovyan"}]}],
-                 "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "home-alice"}}]},
-    })
-    phase = wait_until(lambda: (core.read_namespaced_pod("write-home", jobs_ns).status.phase
-                                if core.read_namespaced_pod("write-home", jobs_ns).status.phase
-                                in ("Succeeded", "Failed") else None), 120, "the home writer pod")
-    log = core.read_namespaced_pod_log("write-home", jobs_ns)
-    assert phase == "Succeeded", log
-    assert "ddp_linreg.py" in log
-    return "home-alice"
+    return write_scripts_home(kubernetes.client.CoreV1Api(kube), jobs_ns, "alice")
 
 
 def api(hub: HubProcess, method: str, path: str, token: str, **kw: Any) -> Any:
@@ -144,7 +92,7 @@ def wait_phase(hub: HubProcess, token: str, name: str, phases: tuple[str, ...], 
 
     try:
         return wait_until(check, timeout, f"job {name} to reach {phases}", sleep=1)
-    except AssertionError:
+    except TimeoutError:
         print(api(hub, "GET", f"jobs/{name}", token).text)
         raise
 

@@ -40,8 +40,9 @@ CASES = [
                  id="one-running"),
     pytest.param([pod(0, "Succeeded", exit_code=0), pod(1, "Succeeded", exit_code=0)],
                  [job(0, "Complete"), job(1, "Complete")], "Succeeded", ["Succeeded", "Succeeded"], id="succeeded"),
+    # Rank 0's pod still runs while it is torn down, but it reads as stopped (issue 10).
     pytest.param([pod(0, "Running"), pod(1, "Failed", exit_code=1)], [job(0), job(1, "Failed")], "Failed",
-                 ["Running", "Failed"], id="rank1-failed-for-good"),
+                 ["Stopped", "Failed"], id="rank1-failed-for-good"),
     pytest.param([pod(0, "Running"), pod(1, "Failed", exit_code=1)], [job(0), job(1)], "Running",
                  ["Running", "Pending"], id="rank1-failed-but-retrying"),
     pytest.param([pod(1, "Failed", exit_code=1, created="t1"), pod(1, "Running", created="t2")], [job(1)], "Running",
