@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -90,7 +91,7 @@ async def bench_follow(jobs: int, seconds: float) -> None:
                                      "annotations": {ANNOTATION_USER: f"user{i % 10}", ANNOTATION_METRICS_TOKEN_SHA: sha}}}
     hub = MetricsHub(parents, None, follow_interval=0.5)
     app = tornado.web.Application([(r"/hub/api/kubelab/jobs/([a-z0-9-]+)/metrics/ingest", IngestHandler,
-                                    {"metrics": hub})])
+                                    {"service": SimpleNamespace(metrics=hub)})])
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server = tornado.httpserver.HTTPServer(app)
     server.add_sockets(sockets)

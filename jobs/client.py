@@ -24,6 +24,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from kubelab.jobs.backends.base import JobBackend
+from kubelab.jobs.backends.hub import HubBackend
+from kubelab.jobs.backends.local import LocalBackend
 from kubelab.jobs.spec import JobSpec, JobStatus
 
 BACKENDS = ("auto", "hub", "local")
@@ -47,14 +49,9 @@ def make_backend(backend: str | JobBackend = "auto", **kwargs: Any) -> JobBacken
         return backend
     if backend == "auto":
         backend = "hub" if os.environ.get("JUPYTERHUB_API_TOKEN") else "local"
-    # Imported here so that the local backend never needs requests, nor the hub one subprocess setup.
     if backend == "hub":
-        from kubelab.jobs.backends.hub import HubBackend
-
         return HubBackend(**kwargs)
     if backend == "local":
-        from kubelab.jobs.backends.local import LocalBackend
-
         return LocalBackend(**kwargs)
     raise ValueError(f"backend={backend!r} is not allowed; allowed: {', '.join(BACKENDS)} or a JobBackend")
 

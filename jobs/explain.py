@@ -35,7 +35,7 @@ _EXCEPTION = re.compile(r"^(?P<type>[A-Za-z_][\w.]*(Error|Exception|Exit|Interru
                         r"[A-Za-z_][\w.]*\.[A-Z]\w*)(: (?P<message>.*))?$")
 _CANT_OPEN = re.compile(r"can't open file (?P<rest>.+)$")
 _NO_MODULE = re.compile(r"No module named (?P<module>\S+)")
-_PEER = re.compile(r"peer (?P<peer>\S+) was unreachable for (?P<seconds>\d+)s")
+_PEER = re.compile(r"peer (?P<peer>\S+) (was unreachable for|did not resolve within) (?P<seconds>\d+)s")
 _LAUNCHER_PREFIXES = ("kubelab-entrypoint:", "Setting OMP_NUM_THREADS environment variable",
                       "*****************************************")
 
@@ -188,7 +188,7 @@ def explain(job: Any) -> Explanation | None:
                                "the image name, or ask your admin whether the cluster can reach its registry.", r)
     for _rank, text in texts:
         if "DeadlineExceeded" in text or "exceeded max_runtime_seconds" in text or \
-                "active longer than specified deadline" in text:
+                "active longer than specified deadline" in text or "deadline exceeded" in text.lower():
             limit = re.search(r"max_runtime_seconds=(\d+)", text)
             within = f" of {limit.group(1)} s" if limit else ""
             return Explanation("deadline", f"The job ran past its time limit{within} (max_runtime_seconds) and was "
@@ -220,6 +220,8 @@ def explain(job: Any) -> Explanation | None:
     if code is not None:
         return Explanation("exit", f"Rank {failed_rank} exited with code {code}{_signal_words(code)}; its last "
                            "lines are below.", failed_rank)
+    if failed_rank is None:
+        return Explanation("exit", f"The job failed{': ' + message if message else ''}.", None)
     return Explanation("exit", f"Rank {failed_rank} failed; its last lines are below.", failed_rank)
 
 

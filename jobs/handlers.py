@@ -164,7 +164,8 @@ class JobsHandler(JobsHandlerBase):
             self.fail(400, "the body is not valid JSON", field="(body)")
             return
         try:
-            status = await self.service.submit(who[0], who[1], body)
+            # Ranks send their metrics to the hub as notebooks reach it (its API URL).
+            status = await self.service.submit(who[0], who[1], body, metrics_api_url=self.hub.api_url)
         except (JobSpecError, QuotaExceeded, PermissionError, JobExists, RuntimeError) as e:
             self.job_error(e, str(body.get("name", "")) if isinstance(body, dict) else "")
             return
@@ -190,6 +191,21 @@ class JobHandler(JobsHandlerBase):
         self.finish(status.to_dict())
 
     async def delete(self, name: str) -> None:
+        """Delete the job with everything it made (a running job is stopped by this too)."""
+        who = await self.who(admin_param=self.get_argument("user", None))
+        if not who:
+            return
+        try:
+            status = await self.service.delete(who[0], name)
+        except (JobNotFound, RuntimeError) as e:
+            self.job_error(e, name)
+            return
+        self.finish(status.to_dict())
+
+
+class CancelHandler(JobsHandlerBase):
+    async def post(self, name: str) -> None:
+        """Stop the job; its record, logs and metrics stay until it is deleted."""
         who = await self.who(admin_param=self.get_argument("user", None))
         if not who:
             return
@@ -274,4 +290,5 @@ def handlers(service: JobsService) -> list[tuple[str, type[web.RequestHandler], 
         (rf"{API_PREFIX}/jobs", JobsHandler, kwargs),
         (rf"{API_PREFIX}/jobs/({_NAME})", JobHandler, kwargs),
         (rf"{API_PREFIX}/jobs/({_NAME})/logs", LogsHandler, kwargs),
+        (rf"{API_PREFIX}/jobs/({_NAME})/cancel", CancelHandler, kwargs),
     ]

@@ -145,17 +145,18 @@ class MetricsHub:
 
     Args:
         parents: The jobs cache's parent ConfigMaps by job id (read only): who owns a job, its
-            token hash and whether it still exists.
+            token hash and whether it still exists; :meth:`attach` sets it later when omitted.
         storage: Where series are kept between hub restarts; None keeps them in memory only.
         limits: Bounds of the store.
         persist_seconds: Most frequent write of one job's ConfigMap while points arrive.
         follow_interval: Least time between two lines sent to one follower (coalescing batches).
     """
 
-    def __init__(self, parents: Mapping[str, Mapping[str, Any]], storage: MetricsConfigMaps | None = None, *,
+    def __init__(self, parents: Mapping[str, Mapping[str, Any]] | None = None,
+                 storage: MetricsConfigMaps | None = None, *,
                  limits: MetricLimits | None = None, persist_seconds: float = 10.0,
                  follow_interval: float = 0.5) -> None:
-        self.parents = parents
+        self.parents: Mapping[str, Mapping[str, Any]] = parents if parents is not None else {}
         self.storage = storage
         self.store = MetricStore(limits)
         self.persist_seconds = persist_seconds
@@ -168,6 +169,12 @@ class MetricsHub:
         self._persister: asyncio.Task[None] | None = None
         #: Batches accepted, and refused by reason, since start (for the benchmark and the logs).
         self.stats = {"batches": 0, "points": 0, "unauthorized": 0, "invalid": 0}
+
+    def attach(self, parents: Mapping[str, Mapping[str, Any]], storage: MetricsConfigMaps | None) -> None:
+        """Give the hub its jobs cache's parents and its storage once the jobs service has started
+        (the routes are registered, with this object, before that)."""
+        self.parents = parents
+        self.storage = storage
 
     # -- who may write ---------------------------------------------------------------------------
 
@@ -241,6 +248,10 @@ class MetricsHub:
         """The newest value of each scalar per rank (for job lists), from memory only."""
         job = self.store.job(jid)
         return job.latest() if job is not None else {}
+
+    def latest_values(self, jid: str) -> dict[str, float]:
+        """The newest value of each scalar on its lowest rank (a job list's column), from memory only."""
+        return {name: by_rank[min(by_rank)] for name, by_rank in self.latest(jid).items()}
 
     async def follow(self, jid: str, user: str, seq: int, done: Callable[[], bool], *,
                      heartbeat: float = 15.0) -> AsyncIterator[dict[str, Any]]:
@@ -352,8 +363,12 @@ class IngestHandler(web.RequestHandler):
 
     hub_metrics: MetricsHub
 
-    def initialize(self, metrics: MetricsHub) -> None:
-        self.hub_metrics = metrics
+    def initialize(self, service: Any) -> None:
+        """Args:
+            service: The jobs service (any object whose ``metrics`` is the hub's :class:`MetricsHub`),
+                like every route of the jobs API.
+        """
+        self.hub_metrics = service.metrics
 
     def check_xsrf_cookie(self) -> None:
         """No cookies are read here, so there is nothing to forge."""

@@ -37,6 +37,13 @@ DUMP_VERSION = 1
 CONFIGMAP_KEY = "metrics.json"
 
 
+def no_metrics(name: str) -> dict[str, Any]:
+    """The answer for a job that has logged no metrics (yet): it says so, and how to log some."""
+    return {"series": [], "seq": 0, "dropped": 0,
+            "message": f"job '{name}' has reported no metrics; call kubelab.jobs.metrics.log(step, loss=...) "
+                       "in the script to see curves here"}
+
+
 class MetricsInputError(ValueError):
     """A batch is malformed. ``field`` names the part; the message says what is allowed."""
 

@@ -27,6 +27,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubelab.core.naming import LABEL_JOB, LABEL_RANK, LABEL_USER, user_label
 from kubelab.core.workqueue import WorkQueue
+from kubelab.jobs.explain import headline
 from kubelab.jobs.spec import JobStatus
 from kubelab.jobs.status import SPEC_KEY, STATUS_KEY, failure_time, final_record, latest, pod_rank
 
@@ -35,8 +36,11 @@ if TYPE_CHECKING:  # the service owns the reconciler; only its type is needed he
 
 log = logging.getLogger("kubelab.jobs.reconciler")
 
-#: Log lines of the failed rank kept in the job's record (its pod may be gone later).
-LAST_LOG_LINES = 20
+#: Log lines of the failed rank kept in the job's record (its pod may be gone later): enough to
+#: hold the user's traceback above torchrun's own (~35 lines of ChildFailedError and banner).
+LAST_LOG_LINES = 120
+#: Times a failed job's record waits (by the queue's backoff) for its failed rank's log to be readable.
+LOG_RETRIES = 4
 #: What a reconcile retries on: the API server failing, unreachable or slow.
 TRANSIENT = (RuntimeError, ApiException, TimeoutError, aiohttp.ClientError, OSError)
 
@@ -52,6 +56,7 @@ class JobReconciler:
     def __init__(self, service: JobsService, *, workers: int = 4) -> None:
         self.service = service
         self.queue = WorkQueue("jobs", self.reconcile, retry_on=TRANSIENT, workers=workers)
+        self._log_waits: dict[str, int] = {}
 
     def start(self) -> None:
         """Start the workers and queue every job in the cache (the relist after a restart)."""
@@ -101,6 +106,7 @@ class JobReconciler:
             # The watch will confirm; update now so that readers never see a stale phase.
             service.cache.apply("configmaps", "MODIFIED",
                                 {**parent, "data": {**(parent.get("data") or {}), STATUS_KEY: json.dumps(record)}})
+            await service.metrics.job_ended(jid)  # its followers see the end; its series are written
         if record["phase"] == "Failed" and status.engine == "plain":
             await self._tear_down(jid, status, record.get("failed_rank"))
 
@@ -112,10 +118,21 @@ class JobReconciler:
         pods = {r.rank: self._rank_pod(status, r.rank) for r in failed}
         first = min(failed, key=lambda r: (failure_time(pods[r.rank]), r.rank))
         last_logs = await service.api.tail_lines(first.pod, LAST_LOG_LINES) if first.pod else []
-        reason = first.message or f"exit code {first.exit_code}"
+        if not last_logs and first.pod:
+            # Seen under load: the Job's Failed condition arrives before the pod (or its log) can be
+            # read, and the record would keep no lines, so no headline. Wait a little, boundedly.
+            jid = f"{status.name}/{status.user}"
+            waits = self._log_waits.get(jid, 0)
+            if waits < LOG_RETRIES:
+                self._log_waits[jid] = waits + 1
+                raise RuntimeError(f"job {status.name}: the failed rank {first.rank}'s log is not readable yet")
+            self._log_waits.pop(jid, None)
+        # The headline names the user's own error (their traceback's last line, "can't open file"),
+        # not torchrun's banner nor the Job controller's BackoffLimitExceeded.
+        reason = headline(last_logs) or first.message or f"exit code {first.exit_code}"
         return {
             "phase": "Failed", "finished": now(), "failed_rank": first.rank, "last_logs": last_logs,
-            "message": f"rank {first.rank} failed ({reason}); the other ranks were stopped",
+            "message": f"rank {first.rank} failed: {reason}; the other ranks were stopped",
             "ranks": [r.__dict__ for r in status.ranks],
         }
 

@@ -20,6 +20,8 @@ from traitlets.config import Config
 from kubelab.core.naming import JOBS_ADMIN_ROLE, JOBS_ADMIN_SCOPE, JOBS_SCOPE
 from kubelab.core.platform import Platform
 from kubelab.jobs.handlers import handlers
+from kubelab.jobs.metrics_handlers import metrics_handlers
+from kubelab.jobs.pages import page_handlers, template_paths
 from kubelab.jobs.service import JobsService
 
 SCOPES = {
@@ -63,7 +65,10 @@ def configure_jobs(c: Config, platform: Platform, *, namespace: str | None = Non
     service = JobsService(platform, namespace or jobs_namespace(c, platform), **service_kwargs)
     platform.add(service)
     existing = list(c.JupyterHub.extra_handlers) if "extra_handlers" in c.JupyterHub else []
-    c.JupyterHub.extra_handlers = existing + handlers(service)
+    c.JupyterHub.extra_handlers = existing + handlers(service) + metrics_handlers(service) + page_handlers(service)
+    # The jobs pages (/hub/kubelab/jobs) are rendered from the hub's own templates.
+    c.JupyterHub.template_paths = template_paths(c.JupyterHub.template_paths if "template_paths" in c.JupyterHub
+                                                 else [])
 
     scopes = dict(c.JupyterHub.custom_scopes) if "custom_scopes" in c.JupyterHub else {}
     scopes.update(SCOPES)

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -33,9 +34,10 @@ from kubelab.jobs import builders, policy
 from kubelab.jobs.builders.common import FILES_HOME, BuildContext, files_mode, job_id
 from kubelab.jobs.engines import Engines, discover
 from kubelab.jobs.kube import AlreadyExists, JobCache, JobsApi
+from kubelab.jobs.metrics_service import MetricsConfigMaps, MetricsHub, ingest_url, new_token
 from kubelab.jobs.reconciler import JobReconciler, now
 from kubelab.jobs.spec import FRAMEWORKS, JobSpec, JobSpecError, JobStatus
-from kubelab.jobs.status import SPEC_KEY, build_status, final_record, latest, pod_rank
+from kubelab.jobs.status import SPEC_KEY, STATUS_KEY, build_status, final_record, latest, pod_rank
 
 log = logging.getLogger("kubelab.jobs.service")
 
@@ -112,6 +114,8 @@ class JobsService:
         self.api: JobsApi | None = None
         self.cache: JobCache | None = None
         self.reconciler: JobReconciler | None = None
+        #: The jobs' metrics (ingest, store, follow); routes get it before the service starts.
+        self.metrics = MetricsHub()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> JobsService:
         return self  # shared by every handler, like the platform (traitlets copies config values)
@@ -134,6 +138,7 @@ class JobsService:
         cache = JobCache(platform.api, self.namespace)
         await cache.start()
         self.cache = cache
+        self.metrics.attach(cache.parents, MetricsConfigMaps(platform.api, self.namespace))
         platform.ledger.add_source(self)
         self.reconciler = JobReconciler(self)
         cache.add_listener(self.reconciler.on_change)
@@ -249,8 +254,12 @@ class JobsService:
         builders.check(spec, ctx, engine)
         return spec, ctx, engine
 
-    async def submit(self, user: str, groups: Iterable[str], body: Any) -> JobStatus:
+    async def submit(self, user: str, groups: Iterable[str], body: Any, *,
+                     metrics_api_url: str | None = None) -> JobStatus:
         """Check and create a job; on any failure, delete what was created.
+
+        With ``metrics_api_url`` (the hub API URL job pods reach, as notebooks do) every rank
+        gets the job's metrics ingest URL and a fresh per-job token (``docs/jobs.md``, Metrics).
 
         The quota is reserved for exactly as long as it takes to create the job's record; from
         then on the record itself holds the GPUs (:meth:`holdings`) until the job ends.
@@ -265,6 +274,9 @@ class JobsService:
         assert self.api is not None and self.cache is not None and self.platform.ledger is not None
         groups = tuple(groups)
         spec, ctx, engine = self.prepare(user, groups, body)
+        if metrics_api_url:
+            ctx = dataclasses.replace(ctx, metrics_url=ingest_url(metrics_api_url, spec.name),
+                                      metrics_token=new_token()[0])
         jid = job_id(user, spec.name)
         if jid in self.cache.parents:
             raise JobExists(f"job '{spec.name}' already exists; cancel it first or pick another name")
@@ -319,8 +331,10 @@ class JobsService:
         assert self.cache is not None
         labels = parent["metadata"].get("labels") or {}
         user, job = labels.get(LABEL_USER, ""), labels.get(LABEL_JOB, "")
-        return build_status(parent, self.cache.of_job("pods", user, job), self.cache.of_job("jobs", user, job),
-                            self.cache.events)
+        status = build_status(parent, self.cache.of_job("pods", user, job), self.cache.of_job("jobs", user, job),
+                              self.cache.events)
+        status.latest = self.metrics.latest_values(parent["metadata"]["name"])
+        return status
 
     def _parents(self) -> Iterable[Mapping[str, Any]]:
         assert self.cache is not None
@@ -424,7 +438,48 @@ class JobsService:
     # -- cancel --------------------------------------------------------------------------------
 
     async def cancel(self, user: str, name: str) -> JobStatus:
-        """Delete the job's parent; ownerReferences cascade to every other object.
+        """Stop the job and keep its record: ``Cancelled`` goes into the parent, then the ranks
+        (rank Jobs and the Service, or the engine's object) are deleted, so their pods get
+        SIGTERM. Status, the failed rank's lines and the metrics stay until :meth:`delete`.
+
+        Raises:
+            JobNotFound: No such job of this user.
+            RuntimeError: The API server kept failing.
+        """
+        assert self.api is not None and self.cache is not None
+        status = self.get(user, name)
+        jid = job_id(user, name)
+        if not status.done:
+            record = {"phase": "Cancelled", "finished": now(), "message": "cancelled; the ranks were stopped",
+                      "ranks": [{**r.__dict__, "phase": "Cancelled" if r.phase not in ("Succeeded", "Failed")
+                                 else r.phase} for r in status.ranks]}
+            try:
+                await self.api.patch_configmap_data(jid, {STATUS_KEY: json.dumps(record)})
+            except KeyError as e:
+                raise JobNotFound(name) from e
+            parent = self.cache.parents.get(jid) or {}
+            self.cache.apply("configmaps", "MODIFIED",
+                             {**parent, "data": {**(parent.get("data") or {}), STATUS_KEY: json.dumps(record)}})
+            # A job that ended keeps what it kept (the failed rank's Job and pod, for its log).
+            await self._stop_ranks(jid, status)
+        await self.metrics.job_ended(jid)
+        return self.get(user, name)
+
+    async def _stop_ranks(self, jid: str, status: JobStatus) -> None:
+        """Delete what runs the ranks (idempotent): the rank Jobs and the Service, or the engine's object."""
+        assert self.api is not None and self.cache is not None
+        if status.engine == "plain":
+            for job in self.cache.of_job("jobs", user_label(status.user), status.name):
+                await self.api.delete("Job", job["metadata"]["name"])
+            await self.api.delete("Service", jid)
+            return
+        kind = {"kubeflow-v1": builders.kubeflow.KINDS.get(status.framework, "PyTorchJob"),
+                "jobset": "JobSet", "trainer-v2": "TrainJob"}.get(status.engine)
+        if kind is not None:
+            await self.api.delete(kind, jid)
+
+    async def delete(self, user: str, name: str) -> JobStatus:
+        """Delete the job's parent; ownerReferences cascade to every other object (metrics too).
 
         Raises:
             JobNotFound: No such job of this user.
@@ -435,6 +490,7 @@ class JobsService:
         jid = job_id(user, name)
         await self.api.delete("ConfigMap", jid)
         self.cache.apply("configmaps", "DELETED", {"metadata": {"name": jid}})
+        self.metrics.forget(jid)
         if not status.done:
             status.phase = "Cancelled"
             status.finished = now()

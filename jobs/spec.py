@@ -264,6 +264,8 @@ class JobStatus:
         failed_rank: The first rank that failed for good, if any.
         last_logs: The failed rank's last log lines, kept after teardown.
         events: A short summary of recent Kubernetes events (newest last).
+        latest: The newest value of each scalar the job logged with ``kubelab.jobs.metrics.log``
+            (its lowest rank's), e.g. ``{"loss": 0.031}``; empty when it logged none.
     """
 
     name: str
@@ -282,6 +284,7 @@ class JobStatus:
     last_logs: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     queue: str | None = None
+    latest: dict[str, float] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from kubelab.core.naming import (
     ANNOTATION_ENGINE,
     ANNOTATION_FILES,
     ANNOTATION_GROUPS,
+    ANNOTATION_METRICS_TOKEN_SHA,
     ANNOTATION_USER,
     COMPONENT_FILES,
     COMPONENT_PARENT,
@@ -38,6 +40,7 @@ from kubelab.jobs.builders.common import (
     job_id,
     labels,
     make_env_secret,
+    make_metrics_secret,
     spec_json,
 )
 from kubelab.jobs.spec import FRAMEWORKS, JobSpec, JobSpecError
@@ -77,8 +80,10 @@ def check(spec: JobSpec, ctx: BuildContext, engine: str) -> None:
 
 
 def make_parent(spec: JobSpec, ctx: BuildContext, engine: str) -> dict[str, Any]:
-    """The parent ConfigMap: the job's record (spec, engine, user) that owns every other object."""
-    return {
+    """The parent ConfigMap: the job's record (spec, engine, user) that owns every other object.
+
+    With a metrics token it carries the token's sha256 (the token itself is only in the Secret)."""
+    parent = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
@@ -94,6 +99,10 @@ def make_parent(spec: JobSpec, ctx: BuildContext, engine: str) -> dict[str, Any]
         },
         "data": {"spec.json": spec_json(spec), "queue": ctx.queue or ""},
     }
+    if ctx.metrics_token:
+        sha = hashlib.sha256(ctx.metrics_token.encode()).hexdigest()
+        parent["metadata"]["annotations"][ANNOTATION_METRICS_TOKEN_SHA] = sha
+    return parent
 
 
 def make_files_configmap(spec: JobSpec, ctx: BuildContext) -> dict[str, Any] | None:
@@ -128,7 +137,8 @@ def make_children(spec: JobSpec, ctx: BuildContext, engine: str, owner: tuple[st
     """
     files = make_files_configmap(spec, ctx)
     env = make_env_secret(spec, ctx)  # before the pods that read it
-    objects = [o for o in (files, env) if o] + ENGINES[engine](spec, ctx, files["metadata"]["name"] if files else None)
+    metrics = make_metrics_secret(spec, ctx)
+    objects = [o for o in (files, env, metrics) if o] + ENGINES[engine](spec, ctx, files["metadata"]["name"] if files else None)
     out = []
     for obj in objects:
         obj = copy.deepcopy(obj)

@@ -7,8 +7,9 @@ hub's jobs page draw it per rank). Runs on CPU (gloo) or GPU (NCCL, one GPU per 
     python -m kubelab.jobs.entrypoint -- --steps 300          # what each rank runs (JobClient does it)
 
 Options: ``--steps N`` (default 300), ``--lr`` (0.05), ``--sleep S`` seconds per step (0.02, so
-that a run lasts long enough to watch), ``--tensorboard DIR`` to also write TensorBoard scalars
-under DIR/rank-<r> (needs the ``tensorboard`` package; the job view then offers TensorBoard).
+that a run lasts long enough to watch), ``--tensorboard [DIR]`` to also write TensorBoard scalars
+under DIR/rank-<r> (default: the job's ``$KUBELAB_LOG_DIR``, which the user's server sees; needs
+the ``tensorboard`` package; the job view then offers "Open TensorBoard").
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=300)
 parser.add_argument("--lr", type=float, default=0.05)
 parser.add_argument("--sleep", type=float, default=0.02)
-parser.add_argument("--tensorboard", default=None, help="folder for TensorBoard event files")
+parser.add_argument("--tensorboard", nargs="?", const=os.environ.get("KUBELAB_LOG_DIR", "runs"), default=None,
+                    help="folder for TensorBoard event files (alone: the job's $KUBELAB_LOG_DIR)")
 args = parser.parse_args()
 
 backend = os.environ.get("KUBELAB_BACKEND", "gloo")

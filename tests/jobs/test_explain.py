@@ -76,15 +76,21 @@ def failed(rank_message: str = "", exit_code: int | None = 1, logs: list[str] | 
          "unschedulable", "Rank 1 cannot be placed on any node: not enough free nvidia.com/gpu"),
         (failed("DeadlineExceeded: Job was active longer than specified deadline", None),
          "deadline", "ran past its time limit"),
+        (failed("stopped: the job failed", None, message="Failed: deadline exceeded"),
+         "deadline", "ran past its time limit"),
         (failed(logs=["kubelab-entrypoint: error: peer ddp-3fa2c1-0.ddp-3fa2c1:29500 was unreachable for 120s"],
                 exit_code=2), "rendezvous", "peer ddp-3fa2c1-0.ddp-3fa2c1:29500"),
+        (failed(logs=["kubelab-entrypoint: error: peer ddp-3fa2c1-1.ddp-3fa2c1 did not resolve within 20s "
+                      "(KUBELAB_RENDEZVOUS_TIMEOUT): [Errno -3] Temporary failure in name resolution"], exit_code=2),
+         "rendezvous", "peer ddp-3fa2c1-1.ddp-3fa2c1: that rank never started or never listened within 20 s"),
         (failed("BackoffLimitExceeded: Job has reached the specified backoff limit", logs=MISSING),
          "missing-script", "can't open file '/home/jovyan/nope.py'"),
         (failed("BackoffLimitExceeded: Job has reached the specified backoff limit", logs=TRACEBACK),
          "user-error", "Rank 1 failed in your code: KeyError: 'missing_key'"),
         (failed("Error", exit_code=137), "exit", "exited with code 137 (killed: SIGKILL"),
     ],
-    ids=["oom", "image", "unschedulable", "deadline", "rendezvous", "missing-script", "user-error", "exit-code"],
+    ids=["oom", "image", "unschedulable", "deadline", "engine-deadline", "rendezvous", "unresolved-peer", "missing-script", "user-error",
+         "exit-code"],
 )
 def test_each_failure_gets_one_plain_sentence(job: JobStatus, kind: str, words: str) -> None:
     found = explain(job)

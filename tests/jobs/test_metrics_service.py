@@ -12,6 +12,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -44,7 +45,7 @@ async def served() -> AsyncIterator[tuple[str, MetricsHub, str, dict[str, Any]]]
     parents = {"ddp-abc123": parent("ddp-abc123", "ddp", "alice", sha)}
     hub = MetricsHub(parents, limits=MetricLimits(body_bytes=64 * 1024), follow_interval=0.05)
     app = tornado.web.Application([(r"/hub/api/kubelab/jobs/([a-z0-9-]+)/metrics/ingest", IngestHandler,
-                                    {"metrics": hub})])
+                                    {"service": SimpleNamespace(metrics=hub)})])
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server = tornado.httpserver.HTTPServer(app)
     server.add_sockets(sockets)

@@ -15,6 +15,7 @@ from kubelab.core.platform import Platform
 from kubelab.jobs.engines import select
 from kubelab.jobs.handlers import _NAME
 from kubelab.jobs.kube import with_retries
+from kubelab.jobs.pages import TEMPLATES_DIR
 from kubelab.jobs.roles import configure_jobs
 from kubelab.jobs.service import JobsService
 from kubelab.jobs.spec import JobSpecError
@@ -33,7 +34,11 @@ def test_configure_hub_merges_scopes_roles_and_handlers() -> None:
     assert service.namespace == "hub-ns"
     assert [h[0] for h in c.JupyterHub.extra_handlers] == [
         "/api/other", "/api/kubelab/options", "/api/kubelab/jobs", f"/api/kubelab/jobs/({_NAME})",
-        f"/api/kubelab/jobs/({_NAME})/logs"]
+        f"/api/kubelab/jobs/({_NAME})/logs", f"/api/kubelab/jobs/({_NAME})/cancel",
+        f"/api/kubelab/jobs/({_NAME})/metrics", f"/api/kubelab/jobs/({_NAME})/metrics/ingest",
+        "/kubelab/jobs/?", "/kubelab/jobs/([^/]+)/([a-z0-9-]+)/?", "/kubelab/jobs/([^/]+)/([a-z0-9-]+)/logs",
+        "/kubelab/jobs/([^/]+)/([a-z0-9-]+)/cancel"]
+    assert str(TEMPLATES_DIR) in c.JupyterHub.template_paths  # the jobs pages' templates
     assert set(c.JupyterHub.custom_scopes) == {"custom:other", JOBS_SCOPE, ADMIN_SCOPE}
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
     assert roles["user"]["scopes"] == ["self", "custom:other", JOBS_SCOPE]

@@ -233,8 +233,9 @@ def test_launcher_runs_a_ddp_job_in_jupyterlab(lab_hub: HubProcess, browser: Any
     assert status.phase == "Succeeded" and [r.phase for r in status.ranks] == ["Succeeded", "Succeeded"]
     assert any("final_loss=" in line for line in client.logs(JOB, rank=1))
 
-    # Cancel from the widget removes the job.
-    page.click(".kubelab-launcher button:has-text('Cancel job')")
+    # The job ended, so there is nothing to cancel; Delete from the widget removes it (history ends).
+    assert page.locator(".kubelab-launcher button:has-text('Cancel job')").is_disabled()
+    page.click(".kubelab-launcher button:has-text('Delete job')")
     page.wait_for_selector(f".kubelab-jobs tr[data-job='{JOB}']", state="detached", timeout=60000)
     with pytest.raises(KeyError, match=f"no job '{JOB}'"):
         client.get(JOB)

@@ -1,0 +1,177 @@
+"""Each failure kind produced for real on the devcluster, and the one plain sentence it gets.
+
+A real hub runs the jobs service; jobs are submitted with alice's token and fail for real: the
+scheduler finds no node for a GPU class, the Job controller enforces the time limit, a rank waits
+for a peer the scheduler never placed, the script does not exist, the script raises. The sentence
+is :func:`kubelab.jobs.explain.explain` of the status the service reports — what the widget and
+the hub's jobs page show above the raw log.
+
+Not produced here: OOMKilled and image pull errors. The process node runs pods as local
+processes without memory cgroups or an image store, so it never reports either; their sentences
+are covered by ``tests/jobs/test_explain.py`` on the shapes Kubernetes reports.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import textwrap
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+from harness import HubProcess  # tests/ is on sys.path: its conftest.py puts it there
+
+from kubelab.jobs import JobClient
+from kubelab.jobs.explain import explain
+from kubelab.jobs.spec import JobStatus
+
+pytestmark = pytest.mark.integration
+
+CATALOGUE: dict[str, Any] = {
+    "gpuClasses": {
+        "a100": {"displayName": "NVIDIA A100", "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+        "h999": {"displayName": "A GPU no node has", "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H999"}},
+    },
+    "images": {"cpu": {"displayName": "CPU", "image": "ghcr.io/kubelab/notebook-cpu:0.1.0"}},
+    "profiles": [
+        {"slug": "cpu", "name": "CPU", "images": ["cpu"], "default": True},
+        {"slug": "a100", "name": "A100", "images": ["cpu"], "gpu": {"class": "a100", "counts": [3]}},
+        {"slug": "h999", "name": "H999", "images": ["cpu"], "gpu": {"class": "h999", "counts": [1]}},
+    ],
+    "storage": {"home": {"accessMode": "ReadWriteMany", "mountPath": "/home/jovyan"}},
+    "quotas": {"perUser": {"maxGpus": 8}},
+    "jobs": {"engine": "plain", "maxWorkers": 4, "maxRuntimeSeconds": 3600, "kueue": {"enabled": False}},
+}
+SCRIPTS = {
+    "raises.py": "print('loading data', flush=True)\nraise ValueError('batch size 0 is not allowed')\n",
+    "sleeps.py": "import time\nprint('working', flush=True)\ntime.sleep(600)\n",
+}
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def client(cluster: Any, kube: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobClient]:
+    core = kubernetes.client.CoreV1Api(kube)
+    ns = f"kl-fail-{secrets.token_hex(3)}"
+    core.create_namespace({"metadata": {"name": ns, "labels": {"kubelab.io/test": "true"}}})
+    wait_until(lambda: _sa_ready(core, ns), 30, "the default ServiceAccount")
+    raw = json.loads(json.dumps(CATALOGUE))
+    raw["jobs"]["namespace"] = ns
+    path = tmp_path_factory.mktemp("fail-catalogue") / "catalogue.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = textwrap.dedent(f"""
+        c.JupyterHub.authenticator_class = "dummy"
+        from kubelab.core.catalogue import load_catalogue
+        from kubelab.hub_config.wiring import configure_platform
+        configure_platform(c, load_catalogue({str(path)!r}), rendezvous_timeout=20)
+    """)
+    hub = HubProcess(config=config, connect_ip=cluster.host_ip, env={"KUBECONFIG": str(cluster.kubeconfig)})
+    hub.start()
+    try:
+        hub.ensure_user("alice")
+        write_home(core, ns)
+        yield JobClient("hub", api_url=hub.api_url, token=hub.user_token("alice"))
+    finally:
+        hub.stop()
+        if os.environ.get("KUBELAB_TEST_KEEP") != "1":
+            core.delete_namespace(ns)
+
+
+def _sa_ready(core: Any, ns: str) -> bool:
+    try:
+        return bool(core.read_namespaced_service_account("default", ns).secrets)
+    except kubernetes.client.ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+
+
+def write_home(core: Any, ns: str) -> None:
+    """alice's RWX home with the scripts, written by a pod as her notebook would."""
+    core.create_namespaced_persistent_volume_claim(ns, {
+        "metadata": {"name": "home-alice", "labels": {"kubelab.io/user": "alice"}},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
+    files = {n: base64.b64encode(t.encode()).decode() for n, t in SCRIPTS.items()}
+    code = ("import base64, json, os\nfor n, b in json.loads(os.environ['FILES']).items():\n"
+            "    open('/home/jovyan/' + n, 'wb').write(base64.b64decode(b))\n")
+    core.create_namespaced_pod(ns, {"metadata": {"name": "write-home"}, "spec": {
+        "restartPolicy": "Never", "automountServiceAccountToken": False,
+        "containers": [{"name": "w", "image": "python", "command": ["python", "-c", code],
+                        "env": [{"name": "FILES", "value": json.dumps(files)}],
+                        "volumeMounts": [{"name": "home", "mountPath": "/home/jovyan"}]}],
+        "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "home-alice"}}]}})
+    phase = wait_until(lambda: core.read_namespaced_pod("write-home", ns).status.phase in ("Succeeded", "Failed")
+                       and core.read_namespaced_pod("write-home", ns).status.phase, 120, "the home writer")
+    assert phase == "Succeeded", core.read_namespaced_pod_log("write-home", ns)
+
+
+def sentence_of(client: JobClient, name: str, kind: str, timeout: float = 240) -> tuple[str, JobStatus]:
+    """Wait until the job's status explains itself as ``kind``; return the sentence."""
+    last: list[Any] = [None]
+
+    def check() -> str | None:
+        status = client.get(name)
+        found = explain(status)
+        last[0] = (status.phase, status.message, [r.message for r in status.ranks], status.last_logs[-5:], found)
+        if found is not None and found.kind == kind:
+            return found.sentence
+        if status.done and status.finished:  # its final record says otherwise: no point waiting
+            raise AssertionError(f"job {name} ended as {status.phase}, explained as {found}; last seen: {last[0]}")
+        return None
+
+    try:
+        sentence = wait_until(check, timeout, f"job {name} to be explained as {kind}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last seen: {last[0]}") from None
+    return sentence, client.get(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "fields", "kind", "words"),
+    [
+        ("no-node", {"script": "sleeps.py", "gpus_per_worker": 1, "gpu_class": "h999"}, "unschedulable",
+         "Rank 0 cannot be placed on any node"),
+        ("too-long", {"script": "sleeps.py", "framework": "replicas", "max_runtime_seconds": 5}, "deadline",
+         "ran past its time limit"),
+        ("no-script", {"script": "nope.py"}, "missing-script",
+         "could not start your script: can't open file '/home/jovyan/nope.py'"),
+        ("raises", {"script": "raises.py"}, "user-error",
+         "Rank 0 failed in your code: ValueError: batch size 0 is not allowed"),
+    ],
+    ids=["unschedulable", "deadline", "missing-script", "user-error"],
+)
+def test_a_real_failure_gets_its_sentence(client: JobClient, name: str, fields: dict[str, Any], kind: str,
+                                          words: str) -> None:
+    client.submit(name=name, **fields)
+    sentence, status = sentence_of(client, name, kind)
+    assert words in sentence, sentence
+    assert "BackoffLimitExceeded" not in sentence and "ChildFailedError" not in sentence
+    if kind == "unschedulable":
+        assert not status.done  # it waits; the sentence says why
+    client.cancel(name)
+
+
+def test_a_peer_that_never_came(client: JobClient) -> None:
+    """Two ranks of 3 GPUs on a 4-GPU node: the scheduler places rank 0 and never rank 1, so
+    rank 0 gives up waiting for its peer after the rendezvous timeout (20 s here)."""
+    client.submit(name="lonely", script="sleeps.py", workers=2, gpus_per_worker=3, gpu_class="a100")
+    sentence, status = sentence_of(client, "lonely", "rendezvous", timeout=300)
+    assert "gave up waiting for its peer lonely-" in sentence and "within 20 s" in sentence
+    assert status.phase == "Failed" and status.failed_rank == 0
+    client.cancel("lonely")
