@@ -18,7 +18,6 @@ Example::
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -150,37 +149,25 @@ class JobClient:
         """
         return self.backend.follow_metrics(name, seq)
 
-    def wait(
-        self,
-        name: str,
-        timeout: float | None = None,
-        poll: float = 1.0,
-        max_poll: float = 15.0,
-    ) -> JobStatus:
+    def wait(self, name: str, timeout: float | None = None) -> JobStatus:
         """Wait until the job is Succeeded, Failed or Cancelled, and return its status.
 
-        Polls ``get`` every ``poll`` seconds at first, growing by half each time up to
-        ``max_poll``: a long job costs the service few requests, a short one is seen quickly.
+        Returns within about a second of the job's end: the hub backend long-polls the service,
+        which answers from its watch the moment the job ends; the local backend polls every 0.2 s.
         It does not raise for a Failed job; look at ``status.phase``.
 
         Raises:
             TimeoutError: The job has not ended after ``timeout`` seconds (names the job and its phase).
-            KeyError: You have no job of that name (or it was cancelled and removed meanwhile).
+            KeyError: You have no job of that name (or it was deleted meanwhile).
         """
         start = time.monotonic()
-        interval = poll
         while True:
-            status = self.get(name)
+            left = None if timeout is None else timeout - (time.monotonic() - start)
+            status = self.backend.wait_briefly(name, 30 if left is None else max(0.0, min(30, left)))
             if status.done:
                 return status
-            elapsed = time.monotonic() - start
-            if timeout is not None and elapsed >= timeout:
+            if left is not None and time.monotonic() - start >= timeout:
                 raise TimeoutError(
                     f"job {name!r} still {status.phase} after {timeout:g} s"
                     + (f" ({status.message})" if status.message else "")
                 )
-            sleep = interval * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
-            if timeout is not None:
-                sleep = min(sleep, max(0.0, timeout - elapsed))
-            time.sleep(sleep)
-            interval = min(max_poll, interval * 1.5)

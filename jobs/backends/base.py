@@ -30,6 +30,10 @@ def check_script_exists(spec: JobSpec, base: Path) -> None:
                            "relative to your home")
 
 
+#: How often the default :meth:`JobBackend.wait_briefly` asks for the status (an end is seen within it).
+WAIT_POLL_SECONDS = 0.2
+
+
 class JobBackend(abc.ABC):
     """Where jobs run. ``JobClient`` is a thin facade over one of these."""
 
@@ -67,6 +71,22 @@ class JobBackend(abc.ABC):
         Raises:
             KeyError: No such job for this user.
         """
+
+    def wait_briefly(self, name: str, seconds: float) -> JobStatus:
+        """The job's status once it ended, or after about ``seconds`` (``JobClient.wait`` loops on it).
+
+        This default polls :meth:`get` every 0.2 s, so an end is seen within that; a backend with
+        a long poll (the hub's ``?wait=``) overrides it with one request.
+
+        Raises:
+            KeyError: No such job for this user.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            status = self.get(name)
+            if status.done or time.monotonic() >= deadline:
+                return status
+            time.sleep(min(WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
     @abc.abstractmethod
     def logs(self, name: str, rank: int = 0, follow: bool = False, tail: int | None = None) -> Iterator[str]:

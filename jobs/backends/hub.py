@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: The longest long poll the service holds (``kubelab.jobs.handlers.MAX_WAIT_SECONDS``), minus a margin.
+MAX_WAIT_SECONDS = 55
 #: Total size of a script folder shipped as ``files`` (the service refuses more; docs/jobs.md).
 MAX_FILES_BYTES = 1024 * 1024
 # A message of the form "field: problem", used when a 400 body carries no "field" key.
@@ -176,6 +178,18 @@ class HubBackend(JobBackend):
             RuntimeError: The service failed or could not be reached.
         """
         return JobStatus.from_dict(self._request("GET", f"jobs/{quote(name, safe='')}").json())
+
+    def wait_briefly(self, name: str, seconds: float) -> JobStatus:
+        """One long poll (``GET jobs/{name}?wait=<s>``): the service answers as soon as the job
+        ended (from its watch), or after ``seconds`` (at most the service's 60).
+
+        Raises:
+            KeyError: No such job for this user.
+            RuntimeError: The service failed or could not be reached.
+        """
+        wait = max(0, min(int(seconds), MAX_WAIT_SECONDS))
+        return JobStatus.from_dict(self._request("GET", f"jobs/{quote(name, safe='')}?wait={wait}",
+                                                 timeout=self.timeout + wait).json())
 
     def logs(self, name: str, rank: int = 0, follow: bool = False, tail: int | None = None) -> Iterator[str]:
         """Log lines of one rank, streamed line by line (``GET jobs/{name}/logs``).

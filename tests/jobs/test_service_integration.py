@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -406,3 +407,33 @@ def test_jobs_outlive_the_hub_that_started_them(
     assert api(hub, "DELETE", "jobs/outlive", tokens["alice"]).status_code == 200
     wait_until(lambda: not objects_of(kube, jobs_ns, "outlive"), 90, "the job's objects to go")
     wait_until(lambda: not processes_with(marker), 60, "the ranks' processes to stop")
+
+
+def test_jobclient_wait_returns_within_a_second_of_the_end(hub: HubProcess, tokens: dict[str, str],
+                                                           alice_home: str, kube: kubernetes.client.ApiClient,
+                                                           jobs_ns: str) -> None:
+    """Issue 10: wait() was about 10 s late (it polled with a growing interval); it long-polls now."""
+    client = JobClient(backend="hub", api_url=hub.api_url, token=tokens["alice"])
+    client.submit(name="brief", framework="replicas", script="fail_rank.py",
+                  env={"FAIL_RANK": "none", "SLEEP": "4"})
+    core = kubernetes.client.CoreV1Api(kube)
+    ended: list[float] = []
+
+    def watch_pod() -> None:
+        # The cluster's own view, polled fast and independently of the hub: when the rank's pod ended.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            pods = core.list_namespaced_pod(jobs_ns, label_selector="kubelab.io/job=brief").items
+            if pods and all(p.status.phase == "Succeeded" for p in pods):
+                ended.append(time.monotonic())
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch_pod)
+    watcher.start()
+    final = client.wait("brief", timeout=120)
+    returned = time.monotonic()
+    watcher.join(5)
+    assert final.phase == "Succeeded", final
+    assert ended, "the pod never read Succeeded"
+    assert returned - ended[0] < 1.0, f"wait() returned {returned - ended[0]:.2f} s after the pod ended"

@@ -121,7 +121,7 @@ def test_submit_runs_the_job_and_shows_status_and_logs(launcher: JobLauncher, ba
     assert launcher.name.value != "ddp"  # a fresh name for the next submission
     assert list(launcher.rank_select.options) == [0, 1]
 
-    JobClient(backend).wait("ddp", timeout=180, poll=0.5)
+    JobClient(backend).wait("ddp", timeout=180)
     launcher.wait_for_logs(timeout=60)  # the rank-0 stream ends when rank 0 ends
     assert "rank=0 world_size=2 final_loss=" in launcher.log_text
     assert "rank=0 world_size=2 final_loss=" in launcher.logs_view.value

@@ -61,7 +61,7 @@ def test_the_chart_shows_each_ranks_loss_while_the_job_runs(backend: LocalBacken
         launcher.refresh()
         assert "loss " in launcher.table.value  # the latest loss in the jobs table
 
-        client.wait("watch", timeout=150, poll=0.5)
+        client.wait("watch", timeout=150)
         launcher.wait_for_metrics(timeout=30)
         final = client.metrics("watch")
         by_rank = {s["rank"]: s for s in final["series"] if s["name"] == "loss"}
@@ -78,7 +78,7 @@ def test_a_job_without_metrics_says_so(backend: LocalBackend, home: Path) -> Non
     (home / "quiet.py").write_text("print('no curves here')\n")
     client = JobClient(backend)
     client.submit(name="quiet", framework="replicas", script="quiet.py")
-    client.wait("quiet", timeout=60, poll=0.2)
+    client.wait("quiet", timeout=60)
     answer = client.metrics("quiet")
     assert answer["series"] == [] and "has reported no metrics" in answer["message"]
 
@@ -90,7 +90,7 @@ def test_the_log_pane_hides_the_launchers_lines(backend: LocalBackend, home: Pat
     try:
         launcher.name.value, launcher.script.value, launcher.workers.value = "oops", "oops.py", 1
         launcher.submit_button.click()
-        JobClient(backend).wait("oops", timeout=120, poll=0.5)
+        JobClient(backend).wait("oops", timeout=120)
         launcher.wait_for_logs(timeout=60)
         launcher.refresh()
         own = launcher.logs_view.value

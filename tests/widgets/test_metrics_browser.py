@@ -270,7 +270,7 @@ def test_tensorboard_from_the_job_page(lab_hub: HubProcess, browser: Any) -> Non
     client = JobClient("hub", api_url=hub.api_url, token=token)
     client.submit(name="tb-ddp", script="kubelab-examples/ddp_train.py", workers=2,
                   args=["--steps", "60", "--sleep", "0", "--tensorboard"])
-    status = client.wait("tb-ddp", timeout=420, poll=2)
+    status = client.wait("tb-ddp", timeout=420)
     assert status.phase == "Succeeded", (status.message, status.last_logs)
     ctx, page = login(browser, hub, "alice")
     try:

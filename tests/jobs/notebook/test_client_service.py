@@ -116,7 +116,7 @@ def test_two_worker_ddp_on_the_cluster_matches_local_processes(alice: JobClient,
     assert status.phase in ("Pending", "Running")
     # Follow rank 1 while it runs: the stream ends when the rank's container ends.
     followed = list(alice.logs("ddp", rank=1, follow=True))
-    final = alice.wait("ddp", timeout=240, poll=1)
+    final = alice.wait("ddp", timeout=240)
     assert final.phase == "Succeeded", (final, followed[-20:])
     assert [r.phase for r in final.ranks] == ["Succeeded", "Succeeded"]
     assert any("final_loss=" in line for line in followed), followed[-20:]
@@ -125,7 +125,7 @@ def test_two_worker_ddp_on_the_cluster_matches_local_processes(alice: JobClient,
 
     local = JobClient("local", root=tmp_path / "local", workdir=home, rendezvous_timeout=60)
     local.submit(spec)
-    assert local.wait("ddp", timeout=240, poll=0.5).phase == "Succeeded"
+    assert local.wait("ddp", timeout=240).phase == "Succeeded"
     here = losses(local, "ddp", 2)
     # Same script, same torch build and the same two-rank gloo all-reduce (one float32 add, which
     # commutes exactly) on the same CPU: the losses should agree to the bit. 1e-6 relative leaves

@@ -48,7 +48,7 @@ def test_two_worker_ddp_reaches_the_single_process_loss(local_client: JobClient)
     assert single.workers == 1
 
     for name in ("ddp", "single"):
-        status = local_client.wait(name, timeout=180, poll=0.5)
+        status = local_client.wait(name, timeout=180)
         assert status.phase == "Succeeded", (name, status, list(local_client.logs(name, rank=0)))
         assert [r.exit_code for r in status.ranks] == [0] * status.workers
 
@@ -66,7 +66,7 @@ def test_two_worker_ddp_reaches_the_single_process_loss(local_client: JobClient)
 
 def test_failing_rank_fails_the_job_and_tears_down_the_others(local_client: JobClient) -> None:
     local_client.submit(name="broken", script=DDP_SCRIPT.name, workers=2, args=["--fail-rank", "1"])
-    status = local_client.wait("broken", timeout=180, poll=0.5)
+    status = local_client.wait("broken", timeout=180)
 
     assert status.phase == "Failed"
     assert status.failed_rank == 1
@@ -86,7 +86,7 @@ def test_cancel_stops_every_process_and_delete_removes_the_job(local_client: Job
         assert time.monotonic() < deadline, "ranks never started training"
         time.sleep(0.5)
     with pytest.raises(TimeoutError, match="job 'long' still Running after 0.5 s"):
-        local_client.wait("long", timeout=0.5, poll=0.1)
+        local_client.wait("long", timeout=0.5)
     status = local_client.get("long")
     pids = [int(r.pod.removeprefix("pid:")) for r in status.ranks]
     # Each rank: the entrypoint, the torchrun agent below it, and the training worker below that.
