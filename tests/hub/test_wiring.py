@@ -71,11 +71,17 @@ def test_configure_platform_hands_one_platform_to_spawner_and_jobs() -> None:
     assert jobs_routes and all(h[2]["service"].platform is platform for h in jobs_routes)
     assert availability_routes and all(h[2]["platform"] is platform for h in availability_routes)
     # The service is a platform component: it starts with the hub, not on the first request.
-    assert [component.name for component in platform._components] == ["jobs"]
+    # So is the GPU accounting (issue 15), attached to the cluster cache before its first LIST.
+    assert [component.name for component in platform._components] == ["jobs", "gpu-accounting"]
     assert JOBS_SCOPE in c.JupyterHub.custom_scopes
     # Members of the provider's admin groups see every user's jobs.
     (admin_role,) = [r for r in c.JupyterHub.load_roles if "custom:kubelab:jobs-admin" in r["scopes"]]
     assert admin_role["groups"] == ["admins", "lab-heads"]
+    # ... and may open the admin page and the GPU-hour API.
+    (kubelab_admin,) = [r for r in c.JupyterHub.load_roles if r["scopes"] == ["custom:kubelab:admin"]]
+    assert kubelab_admin["groups"] == ["admins", "lab-heads"]
+    assert [h[0] for h in c.JupyterHub.extra_handlers if "admin" in h[0]] == [
+        "/kubelab/admin/?", "/kubelab/admin/stop", r"/api/kubelab/admin/usage\.csv", "/api/kubelab/admin/usage"]
 
 
 def test_templates_configured() -> None:
