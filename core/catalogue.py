@@ -28,6 +28,8 @@ from kubelab.core.quantity import QuantityError, bytes_of, format_bytes, format_
 SCHEMA_PATH = Path(__file__).with_name("catalogue.schema.yaml")
 EXAMPLE_PATH = Path(__file__).with_name("catalogue.example.yaml")
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+#: Largest job storage size the catalogue may set (``storage.scratch``, ``storage.transfer``): 1Pi.
+MAX_STORAGE_BYTES = 2**50
 
 
 class CatalogueError(ValueError):
@@ -118,6 +120,36 @@ class SharedStorage:
 
     claim_name: str
     mount_path: str = "/shared"
+
+
+@dataclass(frozen=True)
+class ScratchStorage:
+    """Per-rank scratch space of job pods: an ``emptyDir`` with a size limit.
+
+    It backs each rank's ``/tmp``, and its home folder where job pods cannot mount the home, so
+    no job fills a node's disk (the kubelet evicts a rank that writes more).
+
+    Attributes:
+        size_bytes: The ``sizeLimit`` of each rank's scratch, in bytes.
+    """
+
+    size_bytes: int = 10 * 2**30
+
+
+@dataclass(frozen=True)
+class TransferLimits:
+    """What a job's collector may move between a ReadWriteOnce home and the job's ranks.
+
+    Attributes:
+        max_output_bytes: Outputs brought back into the home per job, all ranks together; also
+            each rank's output folder's ``sizeLimit``.
+        max_input_bytes: Inputs (``inputs``) fetched from the home per job.
+        max_files: Files per job in either direction.
+    """
+
+    max_output_bytes: int = 2 * 2**30
+    max_input_bytes: int = 2 * 2**30
+    max_files: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -213,6 +245,8 @@ class Catalogue:
     images: Mapping[str, Image] = field(default_factory=dict)
     home: HomeStorage = field(default_factory=HomeStorage)
     shared: SharedStorage | None = None
+    scratch: ScratchStorage = field(default_factory=ScratchStorage)
+    transfer: TransferLimits = field(default_factory=TransferLimits)
     per_user: Limits = field(default_factory=Limits)
     user_limits: Mapping[str, Limits] = field(default_factory=dict)
     group_limits: Mapping[str, Limits] = field(default_factory=dict)
@@ -377,9 +411,14 @@ def check_references(raw: Mapping[str, Any], source: str) -> None:
                 )
     if defaults > 1:
         raise CatalogueError(source, "profiles", "more than one profile has default: true; allowed: at most one")
-    home_size = ((raw.get("storage") or {}).get("home") or {}).get("size")
+    storage = raw.get("storage") or {}
+    home_size = (storage.get("home") or {}).get("size")
     if home_size is not None:
         _size(home_size, source, "storage.home.size")
+    for path, value in _storage_sizes(storage):
+        _size(value, source, path)
+        if not 0 < parse_number(value) <= MAX_STORAGE_BYTES:
+            raise CatalogueError(source, path, f"{value!r} is not allowed; a size > 0 and at most 1Pi")
     jobs = raw.get("jobs") or {}
     _job_limits(jobs.get("limits"), source, "jobs.limits")
     for group, limits in (jobs.get("groupLimits") or {}).items():
@@ -389,6 +428,14 @@ def check_references(raw: Mapping[str, Any], source: str) -> None:
     if default_queue and default_queue not in kueue.get("queues", []):
         allowed = ", ".join(kueue.get("queues", [])) or "(no queues listed)"
         raise CatalogueError(source, "jobs.kueue.defaultQueue", f"{default_queue!r} is not in queues; allowed: {allowed}")
+
+
+def _storage_sizes(storage: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(path, value) of the job storage sizes the catalogue sets (``storage.scratch``, ``storage.transfer``)."""
+    scratch = storage.get("scratch") or {}
+    transfer = storage.get("transfer") or {}
+    return ([("storage.scratch.size", scratch["size"])] if "size" in scratch else []) + [
+        (f"storage.transfer.{key}", transfer[key]) for key in ("maxOutputSize", "maxInputSize") if key in transfer]
 
 
 def _size(value: Any, source: str, path: str) -> Any:
@@ -479,6 +526,8 @@ def parse_catalogue(raw: Any, source: str = "<catalogue>") -> Catalogue:
     storage = raw.get("storage") or {}
     home = storage.get("home") or {}
     shared = storage.get("shared")
+    scratch = storage.get("scratch") or {}
+    transfer = storage.get("transfer") or {}
     quotas = raw.get("quotas") or {}
     jobs = raw.get("jobs") or {}
     kueue = jobs.get("kueue") or {}
@@ -495,6 +544,12 @@ def parse_catalogue(raw: Any, source: str = "<catalogue>") -> Catalogue:
             mount_path=home.get("mountPath", "/home/jovyan"),
         ),
         shared=SharedStorage(shared["claimName"], shared.get("mountPath", "/shared")) if shared else None,
+        scratch=ScratchStorage(**({"size_bytes": bytes_of(scratch["size"])} if "size" in scratch else {})),
+        transfer=TransferLimits(
+            max_output_bytes=bytes_of(transfer.get("maxOutputSize", TransferLimits.max_output_bytes)),
+            max_input_bytes=bytes_of(transfer.get("maxInputSize", TransferLimits.max_input_bytes)),
+            max_files=transfer.get("maxFiles", TransferLimits.max_files),
+        ),
         per_user=_limits(quotas.get("perUser")),
         user_limits={name: _limits(v) for name, v in (quotas.get("users") or {}).items()},
         group_limits={name: _limits(v) for name, v in (quotas.get("groups") or {}).items()},
