@@ -46,6 +46,14 @@ ANNOTATION_SERVER_NAME = "kubelab.io/servername"
 ANNOTATION_ENGINE = "kubelab.io/engine"
 #: How a job's pods see the user's files (home, shared, configmap), on its parent.
 ANNOTATION_FILES = "kubelab.io/files"
+#: Where a job's outputs go and by which route (JSON ``{"dir", "route"}``), on its parent.
+ANNOTATION_OUTPUTS = "kubelab.io/outputs"
+#: A job's collector: on a ReadWriteOnce home, the one pod that mounts the home (on the node that
+#: holds it) and moves files between it and the ranks; and the Secret of its transfer token.
+COMPONENT_COLLECTOR = "job-collector"
+COMPONENT_TRANSFER_TOKEN = "job-transfer-token"
+#: The collector pod's hostname; with its subdomain (:func:`collector_name`) the ranks dial it.
+COLLECTOR_HOSTNAME = "collector"
 #: Kueue's queue label (Kueue owns the key; kubelab sets it on every job it hands to Kueue).
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 #: The node label the scheduler and the home pinning use to name a node.
@@ -182,19 +190,6 @@ def is_valid_name(value: str) -> bool:
 
 # -- kubelab's own objects, and the recommended labels ------------------------------------------
 
-
-def metrics_configmap_name(job_id: str) -> str:
-    """The ConfigMap holding a job's metrics (owned by the job's parent)."""
-    return f"{job_id}-metrics"
-
-
-def metrics_secret_name(job_id: str) -> str:
-    """The Secret holding a job's metrics ingest token (owned by the job's parent)."""
-    return f"{job_id}-metrics-token"
-
-
-# -- kubelab's own objects, and the recommended labels ------------------------------------------
-
 #: The label kubelab recognises its own pods and PVCs by (servers, their homes, jobs). It is a
 #: ``kubelab.io/`` key, which nothing else sets. ``app.kubernetes.io/managed-by`` cannot serve:
 #: KubeSpawner lets ``common_labels`` override every label it writes, and z2jh's hub config sets
@@ -251,3 +246,13 @@ def metrics_configmap_name(job_id: str) -> str:
 def metrics_secret_name(job_id: str) -> str:
     """The Secret holding a job's metrics ingest token (owned by the job's parent)."""
     return f"{job_id}-metrics-token"
+
+
+def collector_name(job_id: str) -> str:
+    """The collector of a job (its batch Job, its headless Service and its pod's subdomain)."""
+    return f"{job_id}-collector"
+
+
+def transfer_secret_name(job_id: str) -> str:
+    """The Secret holding a job's transfer token (read by its ranks and its collector)."""
+    return f"{job_id}-transfer-token"

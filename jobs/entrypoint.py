@@ -5,8 +5,14 @@ set, as ``jobs/CONTRACT.md`` describes, and launches the user's script the frame
 ``torchrun`` (as ``python -m torch.distributed.run``, a subprocess), ``TF_CONFIG``, ``mpirun`` or
 ``horovodrun``, or the script directly for independent replicas.
 
-It imports only the standard library, so it runs in any trainer image and on a bare GPU machine
-with just ``PYTHONPATH`` set; torch is only ever imported by the launched subprocess.
+It imports only the standard library (and :mod:`kubelab.jobs.transfer`, itself standard library
+only), so it runs in any trainer image and on a bare GPU machine with just ``PYTHONPATH`` set;
+torch is only ever imported by the launched subprocess.
+
+Around the launch it looks after the rank's files: it copies a shipped script folder into the
+home (``KUBELAB_FILES_DIR``), fetches the job's inputs from its collector (``KUBELAB_INPUTS``),
+makes ``KUBELAB_OUTPUT_DIR``, and, on the collect route, hands that folder to the collector when
+the processes have ended, whatever their exit code (:mod:`kubelab.jobs.transfer`).
 
 Before launching it waits, up to ``KUBELAB_RENDEZVOUS_TIMEOUT`` seconds, for the peers it needs
 (their names to resolve; the master's port to accept for torchrun workers; every sshd for the MPI
@@ -30,6 +36,8 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from kubelab.jobs import transfer
 
 DEFAULT_PORTS = {"pytorch": 29500, "tensorflow": 2222, "mpi": 22, "replicas": 29500}
 FRAMEWORKS = tuple(DEFAULT_PORTS)
@@ -401,11 +409,89 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         rank = int(env["KUBELAB_RANK"]) + int(env.get("KUBELAB_RANK_OFFSET") or 0)
         print(f"{PREFIX}: job {env.get('KUBELAB_JOB', '?')} rank {rank} of {env['KUBELAB_WORLD_SIZE']}: "
               f"{' '.join(launch.argv)}", file=sys.stderr, flush=True)
-        wait_for_peers(launch, float(_int(env, "KUBELAB_RENDEZVOUS_TIMEOUT", default=300, minimum=1)))
-        return run(launch)
+        timeout = float(_int(env, "KUBELAB_RENDEZVOUS_TIMEOUT", default=300, minimum=1))
+        prepare_files(env, timeout)
+        wait_for_peers(launch, timeout)
+        code = run(launch)
     except EntrypointError as e:
         print(f"{PREFIX}: error: {e}", file=sys.stderr, flush=True)
         return 2
+    # Whatever the code, and after a SIGTERM too (within the grace period): a failed or stopped
+    # run's checkpoints are what the user needs most.
+    hand_over_outputs(env, rank, code, timeout)
+    return code
+
+
+# -- the rank's files (CONTRACT.md: HOME, KUBELAB_OUTPUT_DIR and the collector's variables) ---------
+
+
+def say(message: str) -> None:
+    """One line of the entrypoint's own on stderr (the log filter hides these from "your lines")."""
+    print(f"{PREFIX}: {message}", file=sys.stderr, flush=True)
+
+
+def copy_shipped(source: str, dest: str) -> int:
+    """Copy the shipped script folder (a ConfigMap volume) into ``dest``, writable; return the files copied.
+
+    A ConfigMap volume holds its items as symlinks into ``..data``: they are followed, and the
+    volume's own ``..``-entries are left out.
+    """
+    count = 0
+    for top, dirs, files in os.walk(source, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith("..")]
+        rel = os.path.relpath(top, source)
+        if rel.split(os.sep)[0].startswith(".."):
+            continue
+        target = os.path.normpath(os.path.join(dest, rel))
+        os.makedirs(target, exist_ok=True)
+        for name in files:
+            if name.startswith(".."):
+                continue
+            shutil.copyfile(os.path.join(top, name), os.path.join(target, name))
+            count += 1
+    return count
+
+
+def prepare_files(env: Mapping[str, str], timeout: float) -> None:
+    """Before the script starts: the shipped folder into the home, the inputs from the collector,
+    and the output folder made (so a script can write there without creating it).
+
+    Raises:
+        EntrypointError: The inputs could not be fetched (the message says why).
+    """
+    home = env.get("HOME") or os.getcwd()
+    shipped = env.get("KUBELAB_FILES_DIR")
+    if shipped and os.path.isdir(shipped):
+        say(f"files: copied {copy_shipped(shipped, home)} shipped file(s) into {home}")
+    if env.get("KUBELAB_INPUTS") and env.get("KUBELAB_COLLECTOR"):
+        try:
+            files, size = transfer.fetch_inputs(env["KUBELAB_COLLECTOR"], env.get("KUBELAB_TRANSFER_TOKEN", ""), timeout)
+        except transfer.TransferError as e:
+            raise EntrypointError(str(e)) from e
+        say(f"inputs: fetched {files} file(s) ({transfer.human(size)}) from your home to the same paths")
+    output = env.get("KUBELAB_OUTPUT_DIR")
+    if output:
+        try:
+            os.makedirs(output, exist_ok=True)
+        except OSError as e:
+            say(f"outputs: cannot create {output}: {e.strerror}")
+
+
+def hand_over_outputs(env: Mapping[str, str], rank: int, code: int, timeout: float) -> None:
+    """On the collect route, hand this rank's output folder to the collector (it writes it into the home)."""
+    output, url = env.get("KUBELAB_OUTPUT_DIR"), env.get("KUBELAB_COLLECTOR")
+    if not (output and url and env.get("KUBELAB_OUTPUT_COLLECT") == "1"):
+        return
+    try:
+        result = transfer.send_outputs(url, env.get("KUBELAB_TRANSFER_TOKEN", ""), rank, output, code, timeout)
+    except transfer.TransferError as e:
+        say(f"outputs: not handed over, they are lost with this pod: {e}")
+        return
+    kept = f"; {result['skipped']} not kept (a lower rank wrote the same path)" if result["skipped"] else ""
+    say(f"outputs: handed {result['sent']} file(s) ({transfer.human(result['bytes'])}) from {output} to the "
+        f"collector, into your home at the same path{kept}")
+    for item in result["unsent"][:5]:
+        say(f"outputs: not kept: {item}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kubelab.core.catalogue import BUILTIN_JOB_LIMITS, JOB_LIMIT_KEYS, Catalogue, GpuClass, Image, JobLimits
-from kubelab.core.naming import LABEL_JOB
+from kubelab.core.naming import COMPONENT_COLLECTOR, LABEL_COMPONENT, LABEL_JOB
 from kubelab.core.quantity import format_bytes, format_millicores
 from kubelab.core.records import PodInfo
 from kubelab.jobs.spec import JobSpec, JobSpecError
@@ -207,6 +207,8 @@ def job_usage(pods: Iterable[PodInfo]) -> JobUsage:
     for pod in pods:
         if not pod.active or LABEL_JOB not in pod.labels:
             continue
+        if pod.labels.get(LABEL_COMPONENT) == COMPONENT_COLLECTOR:
+            continue  # kubelab's own file mover on an RWO home, not one of the user's workers
         jobs.add(pod.labels[LABEL_JOB])
         workers += 1
         cpu += pod.cpu_millis

@@ -7,7 +7,10 @@ then :meth:`~JobReconciler.reconcile` it from the cache:
 * a job with a rank failed for good gets its final record (``Failed``, the first failed rank, its
   last log lines), and then, on the plain engine, its other ranks are torn down (the failed
   rank's Job and pod stay, for post-mortem logs). The other engines' controllers tear their own
-  ranks down (cleanPodPolicy, JobSet, Trainer).
+  ranks down (cleanPodPolicy, JobSet, Trainer);
+* a job whose outputs a collector brings into a ReadWriteOnce home (:mod:`kubelab.jobs.collect`)
+  gets the collector's result recorded once it stopped, and the collector is stopped once the job
+  has ended and no rank pod runs any more (a separate step, :meth:`JobReconciler._reconcile_outputs`).
 
 Every step is idempotent, so a reconcile may be retried at any point: a transient API error is
 retried with exponential backoff, a job whose objects are gone is dropped. At start every job in
@@ -25,8 +28,17 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubelab.core.naming import LABEL_JOB, LABEL_RANK, LABEL_USER, user_label
+from kubelab.core.naming import (
+    COMPONENT_COLLECTOR,
+    LABEL_COMPONENT,
+    LABEL_JOB,
+    LABEL_RANK,
+    LABEL_USER,
+    collector_name,
+    user_label,
+)
 from kubelab.core.workqueue import WorkQueue
+from kubelab.jobs.collect import CLOSE, OUTPUTS_KEY, WAIT, collector_of, collector_step, record_for, summary_from_log
 from kubelab.jobs.explain import headline
 from kubelab.jobs.spec import JobStatus
 from kubelab.jobs.status import SPEC_KEY, STATUS_KEY, failure_time, final_record, latest, pod_rank
@@ -91,6 +103,7 @@ class JobReconciler:
             return  # deleted (cancelled), or not a job's record: nothing to do
         record = final_record(parent)
         status = service.status(parent)
+        await self._reconcile_outputs(jid, parent, record is not None or status.done)
         if record is None:
             if status.phase == "Succeeded":
                 record = {"phase": "Succeeded", "finished": now(), "message": "",
@@ -142,9 +155,38 @@ class JobReconciler:
         assert service.cache is not None and service.api is not None
         for job in service.cache.of_job("jobs", _user_label(status), status.name):
             meta = job["metadata"]
+            if (meta.get("labels") or {}).get(LABEL_COMPONENT) == COMPONENT_COLLECTOR:
+                continue  # it still receives the stopped ranks' outputs; _reconcile_outputs closes it
             if (meta.get("labels") or {}).get(LABEL_RANK) != str(failed_rank) and not meta.get("deletionTimestamp"):
                 await service.api.delete("Job", meta["name"])
         await service.api.delete("Service", jid)
+
+    # -- outputs of ReadWriteOnce homes: the job's collector (issue 17, kubelab.jobs.collect) ------
+
+    async def _reconcile_outputs(self, jid: str, parent: Mapping[str, Any], job_done: bool) -> None:
+        """Record what the job's collector brought into the home once it stopped; stop it once the
+        job has ended and no rank pod runs any more (a failed or stopped rank never reports)."""
+        service = self.service
+        assert service.cache is not None and service.api is not None
+        labels = parent["metadata"].get("labels") or {}
+        pods = service.cache.of_job("pods", labels.get(LABEL_USER, ""), labels.get(LABEL_JOB, ""))
+        step = collector_step(parent, job_done, pods)
+        if step == WAIT:
+            return
+        pod = collector_of(pods)
+        lines = await service.api.tail_lines(pod["metadata"]["name"], 40) if pod is not None else []
+        summary = summary_from_log(lines)
+        if step == CLOSE:
+            await service.api.delete("Job", collector_name(jid))
+            if summary is not None:
+                summary = {**summary, "closed": True}
+        result = json.dumps(record_for(summary, pod, lines))
+        try:
+            await service.api.patch_configmap_data(jid, {OUTPUTS_KEY: result})
+        except KeyError:
+            return  # deleted meanwhile
+        service.cache.apply("configmaps", "MODIFIED",
+                            {**parent, "data": {**(parent.get("data") or {}), OUTPUTS_KEY: result}})
 
     def _rank_pod(self, status: JobStatus, rank: int) -> Mapping[str, Any] | None:
         assert self.service.cache is not None

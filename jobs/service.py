@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -31,7 +32,16 @@ from kubelab.core.naming import ANNOTATION_GROUPS, LABEL_JOB, LABEL_USER, home_c
 from kubelab.core.platform import STREAM_POOL_SIZE, Platform
 from kubelab.core.quota import Holding
 from kubelab.jobs import builders, policy
-from kubelab.jobs.builders.common import FILES_HOME, BuildContext, files_mode, job_id
+from kubelab.jobs.builders.collector import home_node
+from kubelab.jobs.builders.common import (
+    FILES_HOME,
+    BuildContext,
+    files_mode,
+    job_id,
+    needs_collector,
+    storage_options,
+)
+from kubelab.jobs.collect import is_collector
 from kubelab.jobs.engines import Engines, discover
 from kubelab.jobs.kube import AlreadyExists, JobCache, JobsApi
 from kubelab.jobs.metrics_service import MetricsConfigMaps, MetricsHub, ingest_url, new_token
@@ -215,6 +225,9 @@ class JobsService:
             "quota": {"max_gpus": snap["max_gpus"], "used_gpus": snap["gpus_used"],
                       "remaining_gpus": snap["gpus_remaining"], "used_by": snap["gpu_holders"]},
             "files": files_mode(self.catalogue.home, self.catalogue.shared),
+            "storage": storage_options(BuildContext(
+                user=user, namespace=self.namespace, image="", home=self.catalogue.home, shared=self.catalogue.shared,
+                scratch=self.catalogue.scratch, transfer=self.catalogue.transfer)),
         }
 
     def _gpu_free(self) -> dict[str, dict[str, int]]:
@@ -249,10 +262,21 @@ class JobsService:
             user=user, namespace=self.namespace, image=decision.image, home=self.catalogue.home,
             shared=self.catalogue.shared, gpu_class=decision.gpu_class, queue=decision.queue, files=files,
             max_runtime_seconds=decision.max_runtime_seconds, rendezvous_timeout=self.rendezvous_timeout,
-            extra_env=self.extra_env, groups=groups,
+            extra_env=self.extra_env, groups=groups, scratch=self.catalogue.scratch,
+            transfer=self.catalogue.transfer,
         )
         builders.check(spec, ctx, engine)
         return spec, ctx, engine
+
+    def _storage_context(self, spec: JobSpec, ctx: BuildContext) -> BuildContext:
+        """A job with a collector (RWO home, docs/jobs.md): a fresh transfer token, and the node
+        that holds the home now, where the collector must run (never a second node: Multi-Attach)."""
+        if not needs_collector(spec, ctx):
+            return ctx
+        assert self.platform.cluster is not None
+        pods = self.platform.cluster.pods_of_user(user_label(ctx.user))
+        return dataclasses.replace(ctx, transfer_token=secrets.token_urlsafe(32),
+                                   home_node=home_node(pods, ctx.home_claim_name, self.namespace))
 
     async def submit(self, user: str, groups: Iterable[str], body: Any, *,
                      metrics_api_url: str | None = None) -> JobStatus:
@@ -280,10 +304,12 @@ class JobsService:
         jid = job_id(user, spec.name)
         if jid in self.cache.parents:
             raise JobExists(f"job '{spec.name}' already exists; cancel it first or pick another name")
-        if files_mode(ctx.home, ctx.shared) == FILES_HOME and not await self.api.claim_exists(home_claim_name(user)):
-            # Without this, every rank would sit Pending on a missing claim; say so now instead.
+        mounts_home = files_mode(ctx.home, ctx.shared) == FILES_HOME or needs_collector(spec, ctx)
+        if mounts_home and not await self.api.claim_exists(home_claim_name(user)):
+            # Without this, every rank (or the collector) would sit Pending on a missing claim; say so now.
             raise JobSpecError("script", f"job pods read your files from your home {home_claim_name(user)}, "
                                "which does not exist yet: start your notebook server once, then submit again")
+        ctx = self._storage_context(spec, ctx)
         async with self.platform.ledger.reserve(user, groups, gpus=spec.total_gpus, what=f"job '{spec.name}'"):
             try:
                 parent = await self.api.create(builders.make_parent(spec, ctx, engine))
@@ -470,6 +496,8 @@ class JobsService:
         assert self.api is not None and self.cache is not None
         if status.engine == "plain":
             for job in self.cache.of_job("jobs", user_label(status.user), status.name):
+                if is_collector(job):
+                    continue  # the stopped ranks hand it their outputs; the reconciler closes it after
                 await self.api.delete("Job", job["metadata"]["name"])
             await self.api.delete("Service", jid)
             return

@@ -36,6 +36,8 @@ MAX_ARG_LEN = 4096
 MAX_ARGS_TOTAL = 32 * 1024
 #: Most characters in ``script``/``module`` and in ``image``/``gpu_class``/``queue``.
 MAX_PATH_LEN = 1024
+#: Most entries in ``inputs``.
+MAX_INPUTS = 32
 MAX_REF_LEN = 256
 #: Hard upper bounds of the integer fields (the catalogue's limits are usually lower).
 MAX_WORKERS = 1000
@@ -81,6 +83,11 @@ class JobSpec:
         retries: How many times a failed worker is retried before the job fails.
         queue: Kueue LocalQueue name; None uses the platform default, if any.
         procs_per_worker: Processes per worker for torchrun/mpirun; None means one per GPU, or 1 on CPU.
+        output_dir: Where the job's outputs go, in the user's files (relative paths and ``~`` are taken
+            from the home); None: ``~/kubelab-runs/<name>`` (``<shared>/kubelab-runs/<user>/<name>`` when
+            only the shared volume is mounted). Ranks find it in ``KUBELAB_OUTPUT_DIR``.
+        inputs: Folders or files of the home the job reads (a dataset), at the same paths; where job
+            pods cannot mount the home they are fetched from it when each rank starts (docs/jobs.md).
     """
 
     name: str
@@ -99,6 +106,8 @@ class JobSpec:
     retries: int = 0
     queue: str | None = None
     procs_per_worker: int | None = None
+    output_dir: str | None = None
+    inputs: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or len(self.name) > MAX_NAME_LEN or not _NAME.fullmatch(self.name):
@@ -140,6 +149,7 @@ class JobSpec:
             except QuantityError as e:
                 raise JobSpecError("memory", f"{e}; a quantity > 0 such as 512Mi or 8Gi") from None
         self._check_env()
+        self._check_files()
         if self.max_runtime_seconds is not None:
             _check_int(self.max_runtime_seconds, "max_runtime_seconds", 1, MAX_RUNTIME_SECONDS)
         if self.procs_per_worker is not None:
@@ -181,6 +191,21 @@ class JobSpec:
         total = sum(len(v) for v in self.env.values())
         if total > MAX_ENV_TOTAL:
             raise JobSpecError("env", f"{total} characters in all values; at most {MAX_ENV_TOTAL}")
+
+    def _check_files(self) -> None:
+        # Shapes only; where the paths may point depends on the storage (builders.check_files).
+        if self.output_dir is not None:
+            _check_text(self.output_dir, "output_dir", MAX_PATH_LEN)
+            if not self.output_dir.strip():
+                raise JobSpecError("output_dir", "must be a non-empty path, or left out for ~/kubelab-runs/<name>")
+        if not isinstance(self.inputs, list) or not all(isinstance(p, str) for p in self.inputs):
+            raise JobSpecError("inputs", "must be a list of paths (strings)")
+        if len(self.inputs) > MAX_INPUTS:
+            raise JobSpecError("inputs", f"{len(self.inputs)} paths; at most {MAX_INPUTS} (list folders, not files)")
+        for i, path in enumerate(self.inputs):
+            _check_text(path, f"inputs[{i}]", MAX_PATH_LEN, field_name="inputs")
+            if not path.strip():
+                raise JobSpecError("inputs", f"inputs[{i}] is empty; give a folder or file of your home")
 
     @property
     def cpu_millis(self) -> int | None:
@@ -266,6 +291,10 @@ class JobStatus:
         events: A short summary of recent Kubernetes events (newest last).
         latest: The newest value of each scalar the job logged with ``kubelab.jobs.metrics.log``
             (its lowest rank's), e.g. ``{"loss": 0.031}``; empty when it logged none.
+        outputs: Where the job's outputs go and whether they are there
+            (:func:`kubelab.jobs.collect.outputs_status`): ``dir`` (as the user's server sees it),
+            ``route`` (``direct``: written there by the ranks; ``collect``: brought into the home
+            when the job ends), ``state``, ``message`` and, once collected, ``files``/``bytes``.
     """
 
     name: str
@@ -285,6 +314,7 @@ class JobStatus:
     events: list[str] = field(default_factory=list)
     queue: str | None = None
     latest: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:

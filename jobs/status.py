@@ -46,6 +46,7 @@ from kubelab.core.naming import (
 from kubelab.jobs.builders.common import job_id
 from kubelab.jobs.builders.jobset import COMPLETION_INDEX
 from kubelab.jobs.builders.kubeflow import REPLICA_INDEX_LABEL
+from kubelab.jobs.collect import outputs_status
 from kubelab.jobs.spec import FRAMEWORKS, JobStatus, RankStatus
 
 STATUS_KEY = "status.json"
@@ -443,6 +444,7 @@ def build_status(parent: Mapping[str, Any], pods: Iterable[Mapping[str, Any]],
     status.events = ([files] if files else []) + [
         f"rank {r.rank}: {e}" for r in status.ranks if r.pod for e in events.get(r.pod, [])
     ][-10:]
+    status.outputs = outputs_status(parent, pods, status.done)
     return status
 
 

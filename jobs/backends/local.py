@@ -363,6 +363,9 @@ class LocalBackend(JobBackend):
             "PYTHONUNBUFFERED": "1",
             # kubelab.jobs.metrics appends here; on the cluster the builder sets an ingest URL instead.
             "KUBELAB_METRICS_FILE": str(self.root / spec.name / METRICS_FILE),
+            # Outputs where they go on the cluster: the job's folder under the ranks' home.
+            "KUBELAB_OUTPUT_DIR": str(self.workdir / Path(spec.output_dir).expanduser() if spec.output_dir
+                                      else self.workdir / "kubelab-runs" / spec.name),
         }
         if spec.script is not None:
             env["KUBELAB_SCRIPT"] = spec.script

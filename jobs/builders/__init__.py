@@ -25,11 +25,13 @@ from kubelab.core.naming import (
     ANNOTATION_FILES,
     ANNOTATION_GROUPS,
     ANNOTATION_METRICS_TOKEN_SHA,
+    ANNOTATION_OUTPUTS,
     ANNOTATION_USER,
     COMPONENT_FILES,
     COMPONENT_PARENT,
 )
 from kubelab.jobs.builders import jobset, kubeflow, plain, trainer
+from kubelab.jobs.builders.collector import make_collector_objects, outputs_annotation
 from kubelab.jobs.builders.common import (
     FILES_CONFIGMAP,
     BuildContext,
@@ -95,6 +97,7 @@ def make_parent(spec: JobSpec, ctx: BuildContext, engine: str) -> dict[str, Any]
                 ANNOTATION_GROUPS: ",".join(ctx.groups),
                 ANNOTATION_ENGINE: engine,
                 ANNOTATION_FILES: files_description(ctx),
+                ANNOTATION_OUTPUTS: outputs_annotation(spec, ctx),
             },
         },
         "data": {"spec.json": spec_json(spec), "queue": ctx.queue or ""},
@@ -138,7 +141,10 @@ def make_children(spec: JobSpec, ctx: BuildContext, engine: str, owner: tuple[st
     files = make_files_configmap(spec, ctx)
     env = make_env_secret(spec, ctx)  # before the pods that read it
     metrics = make_metrics_secret(spec, ctx)
-    objects = [o for o in (files, env, metrics) if o] + ENGINES[engine](spec, ctx, files["metadata"]["name"] if files else None)
+    # The collector (RWO homes) before the ranks: they fetch inputs from it when they start.
+    collector = make_collector_objects(spec, ctx)
+    objects = ([o for o in (files, env, metrics) if o] + collector
+               + ENGINES[engine](spec, ctx, files["metadata"]["name"] if files else None))
     out = []
     for obj in objects:
         obj = copy.deepcopy(obj)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kubelab.core.catalogue import GpuClass, HomeStorage, SharedStorage
+from kubelab.core.catalogue import GpuClass, HomeStorage, ScratchStorage, SharedStorage, TransferLimits
 from kubelab.core.naming import (
     ANNOTATION_GROUPS,
+    COLLECTOR_HOSTNAME,
     COMPONENT_ENV,
     COMPONENT_METRICS_TOKEN,
     COMPONENT_RANK,
@@ -28,8 +30,10 @@ from kubelab.core.naming import (
     LABEL_USER,
     MANAGED_BY,
     MANAGED_BY_VALUE,
+    collector_name,
     home_claim_name,
     metrics_secret_name,
+    transfer_secret_name,
     user_label,
 )
 from kubelab.core.quantity import format_bytes, format_millicores
@@ -43,14 +47,25 @@ CONTAINER_NAME = "trainer"
 ENTRYPOINT = ["python", "-m", "kubelab.jobs.entrypoint"]
 DEFAULT_PORTS = {"pytorch": 29500, "tensorflow": 2222, "mpi": 22, "replicas": 29500}
 MAX_FILES_BYTES = 1024 * 1024
+#: Where a rank sees the shipped script folder (read-only); the entrypoint copies it into the home.
 FILES_MOUNT_DIR = "/kubelab/files"
 
 # How job pods see the user's files (DESIGN.md, "Job pods see the user's files").
 FILES_HOME = "home"
 FILES_SHARED = "shared"
 FILES_CONFIGMAP = "configmap"
-#: Folder under the files root (home or shared volume) holding every job's log directory.
+#: Folder under the home (or the shared volume) holding each job's outputs and log files.
 RUNS_FOLDER = "kubelab-runs"
+#: How a job's outputs reach the user's files: written there by the ranks, on a volume they mount
+#: (``direct``), or brought into the ReadWriteOnce home by the job's collector when each rank ends.
+ROUTE_DIRECT = "direct"
+ROUTE_COLLECT = "collect"
+#: Per-rank scratch (an emptyDir with the catalogue's sizeLimit): /tmp, and the home where it is not mounted.
+SCRATCH_VOLUME = "scratch"
+#: Per-rank output folder on the collect route (an emptyDir of at most the job's output budget).
+OUTPUTS_VOLUME = "outputs"
+#: Port the collector serves the ranks on.
+COLLECTOR_PORT = 8470
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,11 @@ class BuildContext:
             the ranks no metrics env (their ``metrics.log`` calls then keep nothing).
         metrics_token: The job's random ingest token, shipped in a Secret the job owns
             (:func:`make_metrics_secret`) and read by the ranks through ``secretKeyRef``.
+        scratch: Per-rank scratch settings (``storage.scratch``).
+        transfer: What a collector may move (``storage.transfer``).
+        home_node: The node where the (ReadWriteOnce) home is attached now, by a running server or
+            another job's collector; the collector is pinned there. None: nothing holds it.
+        transfer_token: The job's random transfer token (ranks ↔ collector), when it has a collector.
     """
 
     user: str
@@ -105,6 +125,10 @@ class BuildContext:
     default_memory_bytes: int | None = None
     metrics_url: str | None = None
     metrics_token: str | None = None
+    scratch: ScratchStorage = field(default_factory=ScratchStorage)
+    transfer: TransferLimits = field(default_factory=TransferLimits)
+    home_node: str | None = None
+    transfer_token: str | None = None
 
     @property
     def home_claim_name(self) -> str:
@@ -165,52 +189,189 @@ def files_mode(home: HomeStorage, shared: SharedStorage | None) -> str:
 def files_description(ctx: BuildContext) -> str:
     """One line saying how job pods see the user's files (reported in the job's events)."""
     mode = files_mode(ctx.home, ctx.shared)
+    shared = (f", shared volume {ctx.shared.claim_name} at {ctx.shared.mount_path}"
+              if ctx.shared is not None else "")
     if mode == FILES_HOME:
-        return f"files: home claim {ctx.home_claim_name} mounted at {ctx.home.mount_path}"
+        return f"files: home claim {ctx.home_claim_name} mounted at {ctx.home.mount_path}{shared}"
     if mode == FILES_SHARED:
         assert ctx.shared is not None
         return (f"files: home is {ctx.home.access_mode}, so the shared volume {ctx.shared.claim_name} is "
-                f"mounted at {ctx.shared.mount_path} (the home is not)")
+                f"mounted at {ctx.shared.mount_path} (the home is not: {ctx.home.mount_path} is the rank's scratch)")
     count = len(ctx.files or {})
     return (f"files: home is {ctx.home.access_mode} and there is no shared volume, so the script's folder "
-            f"({count} file(s)) was shipped as a ConfigMap at {ctx.home.mount_path}")
+            f"({count} file(s)) was shipped as a ConfigMap and copied to {ctx.home.mount_path} (the rank's scratch)")
 
 
 def working_dir(ctx: BuildContext) -> str:
-    """Where the trainer runs: relative script paths are taken from the home (or the shared volume)."""
-    if files_mode(ctx.home, ctx.shared) == FILES_SHARED:
-        assert ctx.shared is not None
-        return ctx.shared.mount_path
+    """Where the trainer runs and ``HOME``: the home's mount path, as in the notebook, so a relative
+    path means the same in both. It is the home itself (RWX), or the rank's scratch."""
     return ctx.home.mount_path
 
 
+# -- where things are: paths as the notebook means them ------------------------------------------
+
+
+def user_path(ctx: BuildContext, path: str) -> str:
+    """``path`` as the user's notebook means it: ``~`` and relative paths from the home, normalised
+    (``..`` resolved, so ``~/../etc`` is ``/etc``)."""
+    home = ctx.home.mount_path.rstrip("/")
+    if path == "~" or path.startswith("~/"):
+        path = home + path[1:]
+    elif not path.startswith("/"):
+        path = f"{home}/{path}"
+    return "/" + posixpath.normpath(path).lstrip("/")
+
+
+def is_within(path: str, root: str) -> bool:
+    """Whether normalised ``path`` is ``root`` or below it."""
+    root = "/" + posixpath.normpath(root).lstrip("/")
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def mounted_roots(ctx: BuildContext) -> list[str]:
+    """The user's folders that job pods mount read-write at the notebook's paths: an RWX home, the shared volume."""
+    roots = [ctx.home.mount_path] if files_mode(ctx.home, ctx.shared) == FILES_HOME else []
+    if ctx.shared is not None:
+        roots.append(ctx.shared.mount_path)
+    return ["/" + posixpath.normpath(r).lstrip("/") for r in roots]
+
+
+def user_roots(ctx: BuildContext) -> list[str]:
+    """Every folder that is the user's files for a job: the home (mounted, or collected into), the shared volume."""
+    home = "/" + posixpath.normpath(ctx.home.mount_path).lstrip("/")
+    return [home] + [r for r in mounted_roots(ctx) if r != home]
+
+
+def output_dir(spec: JobSpec, ctx: BuildContext) -> str:
+    """Where the job's outputs go (``KUBELAB_OUTPUT_DIR``), as the notebook sees it.
+
+    ``spec.output_dir``, else ``~/kubelab-runs/<job>``; when only the shared volume is mounted,
+    ``<shared>/kubelab-runs/<user>/<job>`` (a lab-wide volume: one folder per user, so two users'
+    jobs of one name never write into each other's files).
+    """
+    if spec.output_dir is not None:
+        return user_path(ctx, spec.output_dir)
+    if files_mode(ctx.home, ctx.shared) == FILES_SHARED:
+        assert ctx.shared is not None
+        return f"{ctx.shared.mount_path.rstrip('/')}/{RUNS_FOLDER}/{user_label(ctx.user)}/{spec.name}"
+    return log_dir(ctx.home.mount_path, spec.name)
+
+
+def output_route(spec: JobSpec, ctx: BuildContext) -> str:
+    """``direct`` when the output folder is on a volume the ranks mount, else ``collect``."""
+    folder = output_dir(spec, ctx)
+    return ROUTE_DIRECT if any(is_within(folder, r) for r in mounted_roots(ctx)) else ROUTE_COLLECT
+
+
+def fetched_inputs(spec: JobSpec, ctx: BuildContext) -> list[str]:
+    """The job's inputs that its pods cannot see (in a ReadWriteOnce home): each rank fetches them
+    from the collector into its scratch, at the same path, before the script starts."""
+    paths = (user_path(ctx, p) for p in spec.inputs)
+    return sorted({p for p in paths if not any(is_within(p, r) for r in mounted_roots(ctx))})
+
+
+def needs_collector(spec: JobSpec, ctx: BuildContext) -> bool:
+    """Whether the job needs a collector: outputs to bring into, or inputs to fetch from, an RWO home.
+
+    The builders make one (and point the ranks at it) only with :attr:`BuildContext.transfer_token`,
+    which the service always sets for such jobs."""
+    return output_route(spec, ctx) == ROUTE_COLLECT or bool(fetched_inputs(spec, ctx))
+
+
+def collector_url(ctx: BuildContext, spec: JobSpec) -> str:
+    """Where the ranks reach the job's collector: its pod's stable name ``collector.<job id>-collector``."""
+    return f"http://{COLLECTOR_HOSTNAME}.{collector_name(job_id(ctx.user, spec.name))}:{COLLECTOR_PORT}"
+
+
+def storage_options(ctx: BuildContext) -> dict[str, Any]:
+    """Where things are for a new job of ``ctx.user`` (``GET options``' ``storage``): the home and
+    the shared volume as the notebook sees them, and where outputs go by default, by which route."""
+    probe = JobSpec(name="job", module="probe")
+    return {
+        "home": ctx.home.mount_path,
+        "shared": ctx.shared.mount_path if ctx.shared is not None else None,
+        "outputs": posixpath.dirname(output_dir(probe, ctx)) + "/<job>",
+        "outputs_route": output_route(probe, ctx),
+        "scratch_bytes": ctx.scratch.size_bytes,
+        "max_output_bytes": ctx.transfer.max_output_bytes,
+        "max_input_bytes": ctx.transfer.max_input_bytes,
+    }
+
+
+def _files_words(ctx: BuildContext) -> str:
+    """The user's files in words: ``your home /home/jovyan`` (``or the shared volume /shared``)."""
+    shared = f" or the shared volume {ctx.shared.mount_path}" if ctx.shared is not None else ""
+    return f"your home {ctx.home.mount_path}{shared}"
+
+
 def check_files(spec: JobSpec, ctx: BuildContext) -> None:
-    """Check that job pods will see ``spec.script`` under the files mode in force.
+    """Check that job pods will see ``spec.script`` and ``spec.inputs``, and may write ``output_dir``.
+
+    Every refusal names the route to use instead.
 
     Raises:
-        JobSpecError: ``script`` outside the shared volume with an RWO home, or ``files`` missing or
-            over 1 MiB when the folder must be shipped.
+        JobSpecError: ``script`` where job pods cannot see it; ``output_dir`` or ``inputs`` outside
+            the user's files (or all of them); ``files`` missing, unsafe or over 1 MiB when the
+            script's folder must be shipped.
     """
     mode = files_mode(ctx.home, ctx.shared)
-    if mode == FILES_SHARED and spec.script and spec.script.startswith("/"):
+    roots = user_roots(ctx)
+    home = roots[0]
+    folder = output_dir(spec, ctx)
+    if folder in roots:
+        raise JobSpecError("output_dir", f"{spec.output_dir} is the whole of {folder}; give the outputs a folder "
+                           f"of their own, e.g. ~/{RUNS_FOLDER}/{spec.name}")
+    if not any(is_within(folder, r) for r in roots):
+        raise JobSpecError("output_dir", f"{spec.output_dir} is outside your files, where your notebook could not "
+                           f"read the outputs; use a folder under {_files_words(ctx)}, e.g. ~/{RUNS_FOLDER}/{spec.name}")
+    for i, raw in enumerate(spec.inputs):
+        path = user_path(ctx, raw)
+        if path in roots:
+            raise JobSpecError("inputs", f"inputs[{i}] {raw!r} is all of {path}; list the folders the job reads "
+                               "(a dataset's folder), not the whole volume")
+        if not any(is_within(path, r) for r in roots):
+            raise JobSpecError("inputs", f"inputs[{i}] {raw!r} is outside your files; list folders or files under "
+                               f"{_files_words(ctx)} (an image's own files need no listing)")
+    if spec.script is None:
+        return
+    script = user_path(ctx, spec.script)
+    if mode == FILES_SHARED and not any(is_within(script, r) for r in mounted_roots(ctx)):
         assert ctx.shared is not None
-        if not spec.script.startswith(ctx.shared.mount_path.rstrip("/") + "/"):
-            raise JobSpecError(
-                "script", f"homes are {ctx.home.access_mode}, so job pods cannot see {spec.script}; "
-                f"put the script under the shared volume {ctx.shared.mount_path}"
-            )
-    if mode == FILES_CONFIGMAP and spec.script:
-        if not ctx.files:
-            raise JobSpecError(
-                "files", f"homes are {ctx.home.access_mode} and there is no shared volume: send the script's "
-                "folder in 'files' (at most 1 MiB)"
-            )
-        total = sum(len(v) for v in ctx.files.values())
-        if total > MAX_FILES_BYTES:
-            raise JobSpecError("files", f"the script's folder holds {total} bytes; at most {MAX_FILES_BYTES} (1 MiB)")
-        for path in ctx.files:
-            if path.startswith("/") or ".." in path.split("/") or not path:
-                raise JobSpecError("files", f"{path!r} must be a relative path inside the script's folder")
+        where = "is in your home, which" if is_within(script, home) else "is not on a volume that"
+        raise JobSpecError(
+            "script", f"{spec.script} {where} job pods cannot mount (homes are {ctx.home.access_mode}); "
+            f"put the script under the shared volume {ctx.shared.mount_path}, which they do mount"
+        )
+    if mode == FILES_CONFIGMAP:
+        _check_shipped(spec, ctx, script, home)
+
+
+def _check_shipped(spec: JobSpec, ctx: BuildContext, script: str, home: str) -> None:
+    """The script's folder, shipped as a ConfigMap: present, safe, at most 1 MiB, holding the script."""
+    if not ctx.files:
+        raise JobSpecError(
+            "files", f"homes are {ctx.home.access_mode} and there is no shared volume: send the script's "
+            "folder in 'files' (at most 1 MiB)"
+        )
+    for path in ctx.files:
+        if path.startswith("/") or ".." in path.split("/") or not path or "" in path.split("/"):
+            raise JobSpecError("files", f"{path!r} must be a relative path inside the script's folder")
+    total = sum(len(v) for v in ctx.files.values())
+    if total > MAX_FILES_BYTES:
+        raise JobSpecError(
+            "files", f"the script's folder holds {total} bytes; at most {MAX_FILES_BYTES} (1 MiB) can be shipped "
+            "with the job, because job pods cannot mount your ReadWriteOnce home. Keep data out of the script's "
+            "folder and list it in 'inputs' (each rank fetches it from your home when it starts, up to "
+            f"{_mib(ctx.transfer.max_input_bytes)} per job)")
+    if is_within(script, home):
+        relative = script[len(home.rstrip("/")) + 1:]
+        if relative not in ctx.files:
+            raise JobSpecError("files", f"the shipped files do not hold the script {relative}; send its folder")
+
+
+def _mib(count: int) -> str:
+    """A byte count in MiB (GiB from 1 GiB), for messages."""
+    return f"{count / 2**30:g} GiB" if count >= 2**30 else f"{count / 2**20:g} MiB"
 
 
 def contract_env(spec: JobSpec, ctx: BuildContext, *, rank: int | str | None, peers: list[str],
@@ -244,11 +405,12 @@ def contract_env(spec: JobSpec, ctx: BuildContext, *, rank: int | str | None, pe
     # (make_env_secret): they are often tokens, and pod specs and the job's record are readable
     # by more people and tools than a Secret is.
     secret = env_secret_name(ctx, spec)
+    own = values.keys() | {"HOME"}  # HOME too: storage_env sets it to the user's files or the scratch
     env = [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": k}}}
-           for k in sorted(spec.env) if k not in values]
-    env += [{"name": k, "value": v} for k, v in sorted(ctx.extra_env.items()) if k not in values]
+           for k in sorted(spec.env) if k not in own]
+    env += [{"name": k, "value": v} for k, v in sorted(ctx.extra_env.items()) if k not in own]
     env += [{"name": k, "value": v} for k, v in values.items()]
-    return env + observability_env(spec, ctx)
+    return env + observability_env(spec, ctx) + storage_env(spec, ctx)
 
 
 def observability_env(spec: JobSpec, ctx: BuildContext) -> list[dict[str, Any]]:
@@ -263,8 +425,31 @@ def observability_env(spec: JobSpec, ctx: BuildContext) -> list[dict[str, Any]]:
         secret = metrics_secret_name(job_id(ctx.user, spec.name))
         env += [{"name": "KUBELAB_METRICS_URL", "value": ctx.metrics_url},
                 {"name": "KUBELAB_METRICS_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}}]
-    if files_mode(ctx.home, ctx.shared) in (FILES_HOME, FILES_SHARED):
-        env.append({"name": "KUBELAB_LOG_DIR", "value": log_dir(working_dir(ctx), spec.name)})
+    if output_route(spec, ctx) == ROUTE_DIRECT:
+        # Live where the user's server sees it (TensorBoard): the output folder, on a mounted volume.
+        env.append({"name": "KUBELAB_LOG_DIR", "value": output_dir(spec, ctx)})
+    return env
+
+
+def storage_env(spec: JobSpec, ctx: BuildContext) -> list[dict[str, Any]]:
+    """Where a rank's files are (CONTRACT.md): ``HOME``, ``KUBELAB_OUTPUT_DIR``, and, on an RWO
+    home, the shipped folder, the collector and the inputs to fetch from it."""
+    env: list[dict[str, Any]] = [
+        # Never the image user's or the node's home: the user's files, or the rank's scratch.
+        {"name": "HOME", "value": working_dir(ctx)},
+        {"name": "KUBELAB_OUTPUT_DIR", "value": output_dir(spec, ctx)},
+    ]
+    if files_mode(ctx.home, ctx.shared) == FILES_CONFIGMAP and ctx.files:
+        env.append({"name": "KUBELAB_FILES_DIR", "value": FILES_MOUNT_DIR})
+    if needs_collector(spec, ctx) and ctx.transfer_token:
+        secret = transfer_secret_name(job_id(ctx.user, spec.name))
+        env += [{"name": "KUBELAB_COLLECTOR", "value": collector_url(ctx, spec)},
+                {"name": "KUBELAB_TRANSFER_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}}]
+        if output_route(spec, ctx) == ROUTE_COLLECT:
+            env.append({"name": "KUBELAB_OUTPUT_COLLECT", "value": "1"})
+        inputs = fetched_inputs(spec, ctx)
+        if inputs:
+            env.append({"name": "KUBELAB_INPUTS", "value": json.dumps(inputs)})
     return env
 
 
@@ -318,20 +503,40 @@ def resources(spec: JobSpec, ctx: BuildContext) -> dict[str, Any]:
 
 
 def volumes(spec: JobSpec, ctx: BuildContext, files_configmap: str | None) -> tuple[list[dict], list[dict]]:
-    """(volumes, volumeMounts) giving the pod the user's files, per :func:`files_mode`."""
+    """(volumes, volumeMounts) of a rank: the user's files where the storage allows, and scratch.
+
+    * An RWX home at its mount path; the shared volume at its mount path (the notebook's paths).
+    * A per-rank scratch ``emptyDir`` (the catalogue's ``sizeLimit``): ``/tmp`` always, and the
+      home's mount path when the home is not mounted (an RWO home is never mounted into job pods:
+      they may land on another node, Multi-Attach).
+    * On the collect route, an ``emptyDir`` at the output folder, of at most the job's output
+      budget, which the entrypoint hands to the collector when the rank ends.
+    * The shipped script folder (a ConfigMap) read-only at :data:`FILES_MOUNT_DIR`; the entrypoint
+      copies it into the home's scratch, so the script's folder is writable.
+
+    Mounts are ordered parents first, as container runtimes mount them.
+    """
     mode = files_mode(ctx.home, ctx.shared)
+    scratch = {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": format_bytes(ctx.scratch.size_bytes)}}
+    vols: list[dict[str, Any]] = [scratch]
+    mounts: list[dict[str, Any]] = [{"name": SCRATCH_VOLUME, "mountPath": "/tmp", "subPath": "tmp"}]
     if mode == FILES_HOME:
-        return ([{"name": "home", "persistentVolumeClaim": {"claimName": ctx.home_claim_name}}],
-                [{"name": "home", "mountPath": ctx.home.mount_path}])
-    if mode == FILES_SHARED:
-        assert ctx.shared is not None
-        return ([{"name": "shared", "persistentVolumeClaim": {"claimName": ctx.shared.claim_name}}],
-                [{"name": "shared", "mountPath": ctx.shared.mount_path}])
-    if not files_configmap or not ctx.files:
-        return [], []
-    items = [{"key": file_key(i), "path": path} for i, path in enumerate(sorted(ctx.files))]
-    return ([{"name": "files", "configMap": {"name": files_configmap, "items": items}}],
-            [{"name": "files", "mountPath": ctx.home.mount_path, "readOnly": True}])
+        vols.append({"name": "home", "persistentVolumeClaim": {"claimName": ctx.home_claim_name}})
+        mounts.append({"name": "home", "mountPath": ctx.home.mount_path})
+    else:
+        mounts.append({"name": SCRATCH_VOLUME, "mountPath": ctx.home.mount_path, "subPath": "home"})
+    if ctx.shared is not None:
+        vols.append({"name": "shared", "persistentVolumeClaim": {"claimName": ctx.shared.claim_name}})
+        mounts.append({"name": "shared", "mountPath": ctx.shared.mount_path})
+    if output_route(spec, ctx) == ROUTE_COLLECT:
+        vols.append({"name": OUTPUTS_VOLUME, "emptyDir": {"sizeLimit": format_bytes(ctx.transfer.max_output_bytes)}})
+        mounts.append({"name": OUTPUTS_VOLUME, "mountPath": output_dir(spec, ctx)})
+    if mode == FILES_CONFIGMAP and files_configmap and ctx.files:
+        items = [{"key": file_key(i), "path": path} for i, path in enumerate(sorted(ctx.files))]
+        vols.append({"name": "files", "configMap": {"name": files_configmap, "items": items}})
+        mounts.append({"name": "files", "mountPath": FILES_MOUNT_DIR, "readOnly": True})
+    mounts.sort(key=lambda m: m["mountPath"].rstrip("/").count("/"))
+    return vols, mounts
 
 
 def file_key(index: int) -> str:

@@ -101,6 +101,7 @@ def test_plain_rank_job(rank: int) -> None:
         "KUBELAB_NPROCS": "1", "KUBELAB_PEERS": f"{JID}-0.{JID},{JID}-1.{JID}", "KUBELAB_PORT": "29500",
         "KUBELAB_RENDEZVOUS_TIMEOUT": "300", "KUBELAB_RANK": str(rank), "KUBELAB_SCRIPT": "train.py",
         "KUBELAB_LOG_DIR": "/home/jovyan/kubelab-runs/ddp",
+        "HOME": "/home/jovyan", "KUBELAB_OUTPUT_DIR": "/home/jovyan/kubelab-runs/ddp",
     }
 
 
@@ -144,7 +145,8 @@ def test_defaults_from_the_policy_fill_cpu_and_memory() -> None:
 def test_job_pods_mount_the_home_the_lookup_chose() -> None:
     rwx = ctx(home=HomeStorage(access_mode="ReadWriteMany"), home_claim="home-alice-3bc51062")
     pod = pod_of(plain_jobs(spec(), rwx)[0])
-    assert pod["volumes"] == [{"name": "home", "persistentVolumeClaim": {"claimName": "home-alice-3bc51062"}}]
+    claims = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [{"name": "home", "persistentVolumeClaim": {"claimName": "home-alice-3bc51062"}}]
 
 
 def test_gpu_resources_and_placement() -> None:
@@ -165,11 +167,13 @@ def test_cpu_job_has_no_gpu_placement() -> None:
 
 
 FILES_CASES = [
-    pytest.param(RWX, None, None, {"home"}, "/home/jovyan", "home claim home-alice", id="rwx-home-mounted"),
-    pytest.param(RWX, SHARED, None, {"home"}, "/home/jovyan", "home claim", id="rwx-home-wins-over-shared"),
-    pytest.param(RWO, SHARED, None, {"shared"}, "/shared", "shared volume lab-shared", id="rwo-home-uses-shared"),
-    pytest.param(RWO, None, {"train.py": b"print(1)", "lib/util.py": b"x=1"}, {"files"}, "/home/jovyan",
-                 "shipped as a ConfigMap", id="rwo-home-no-shared-ships-configmap"),
+    pytest.param(RWX, None, None, {"home", "scratch"}, "/home/jovyan", "home claim home-alice", id="rwx-home-mounted"),
+    pytest.param(RWX, SHARED, None, {"home", "shared", "scratch"}, "/home/jovyan", "home claim",
+                 id="rwx-home-wins-over-shared"),
+    pytest.param(RWO, SHARED, None, {"shared", "scratch"}, "/home/jovyan", "shared volume lab-shared",
+                 id="rwo-home-uses-shared"),
+    pytest.param(RWO, None, {"train.py": b"print(1)", "lib/util.py": b"x=1"}, {"files", "scratch", "outputs"},
+                 "/home/jovyan", "shipped as a ConfigMap", id="rwo-home-no-shared-ships-configmap"),
 ]
 
 
@@ -190,7 +194,7 @@ def test_job_pods_see_the_users_files(home: HomeStorage, shared: SharedStorage |
     if files:
         cm = [o for o in objs if o["kind"] == "ConfigMap"][0]
         assert cm["metadata"]["name"] == f"{JID}-files"
-        items = pod["volumes"][0]["configMap"]["items"]
+        items = next(v for v in pod["volumes"] if v["name"] == "files")["configMap"]["items"]
         assert sorted(i["path"] for i in items) == sorted(files)
 
 
