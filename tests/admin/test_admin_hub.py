@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import secrets
 import signal
 import threading
 import time
@@ -20,14 +21,18 @@ from typing import Any
 
 import kubernetes
 import pytest
+import requests
 from labhub import make_namespace, start_hub, uname  # tests/spawner is on sys.path (conftest)
+from prometheus_client.parser import text_string_to_metric_families
 
 from kubelab.core.naming import LABEL_SERVER, LABEL_USER, server_label, user_label
+from kubelab.hub_config.culling import CULLER_SCOPES
 
 pytestmark = pytest.mark.integration
 
 #: Every server's command ends after this many seconds (restartPolicy Never: the pod ends and stays).
 SERVER_LIFETIME = 45
+CULLER_TOKEN = secrets.token_hex(16)
 
 
 class PodClock(threading.Thread):
@@ -72,6 +77,13 @@ def hub_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     return request.getfixturevalue("postgres_url")
 
 
+def scrape_culls(hub: Any) -> float:
+    """``kubelab_culls_total{profile="a100"}`` from ``/hub/metrics``, parsed by prometheus_client."""
+    text = requests.get(f"{hub.url}/hub/metrics", timeout=30).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "kubelab_culls_total" and s.labels.get("profile") == "a100")
+
+
 def usage(hub: Any, by: str) -> dict[str, float]:
     r = hub.api("GET", "/kubelab/admin/usage", params={"by": by})
     assert r.status_code == 200, r.text
@@ -97,6 +109,10 @@ c.JupyterHub.cleanup_servers = False
 c.KubelabAdmin.heartbeat_seconds = 1
 c.JupyterHub.load_roles.append({{"name": "harness-kubelab-admin", "scopes": ["custom:kubelab:admin"],
                                 "services": ["kubelab-harness"]}})
+c.JupyterHub.authenticate_prometheus = False
+# the idle culler's service and role, as kubelab.hub_config.culling defines them (without its process)
+c.JupyterHub.services.append({{"name": "idle-culler", "api_token": {CULLER_TOKEN!r}}})
+c.JupyterHub.load_roles.append({{"name": "idle-culler", "scopes": {list(CULLER_SCOPES)!r}, "services": ["idle-culler"]}})
 c.LabSpawner.cmd = ["timeout", "-s", "TERM", "{SERVER_LIFETIME}", "jupyterhub-singleuser"]
 c.LabSpawner.extra_pod_config = {{"restartPolicy": "Never"}}
 """
@@ -110,10 +126,14 @@ c.LabSpawner.extra_pod_config = {{"restartPolicy": "Never"}}
         assert r.status_code in (201, 202), r.text
         hub.wait_server(alice, timeout=120)
         time.sleep(3)
-        hub.stop_server(alice)
+        culls = scrape_culls(hub)
+        # stopped the way the culler stops it: DELETE with the culler's service token
+        r = hub.api("DELETE", f"/users/{alice}/server", token=CULLER_TOKEN)
+        assert r.status_code in (202, 204), r.text
         measured = clock.wait_ended(30)
         first = wait_usage(hub, alice, measured - 2)
         assert abs(first - measured) <= 2, (first, measured)
+        assert scrape_culls(hub) == culls + 1
 
         # 2. a server that stops by itself while the hub is down
         clock = PodClock(core, ns, alice, "")
