@@ -156,6 +156,13 @@ class LabSpawner(KubeSpawner):
         """,
     )
 
+    @default("pod_name_template")
+    def _pod_name_template_default(self) -> str:
+        # KubeSpawner's {user_server} keeps 32 bits of a hash for names it must shorten or escape,
+        # and a start that finds a pod of its name deletes it: a user who picks a colliding name
+        # could stop another user's server. The user's database id makes the name unique per user.
+        return "jupyter-{user_server}-{userid}"
+
     @default("common_labels")
     def _common_labels_default(self) -> dict[str, str]:
         return {"app.kubernetes.io/name": "jupyterhub", MANAGED_BY: MANAGED_BY_VALUE, "app": "jupyterhub", "heritage": "jupyterhub"}

@@ -55,6 +55,8 @@ ADDED = {
     "pod_annotations": {"kubelab.io/username", "kubelab.io/servername", "kubelab.io/groups"},
     "env": {"KUBELAB_PROFILE", "KUBELAB_GPU_CLASS", "KUBELAB_GPUS"},
     "pvc_labels": {"kubelab.io/user", "app.kubernetes.io/part-of"},
+    # the user's id ends the pod's name, so two users' names never clash (make() gives alice id 7)
+    "pod_name_suffix": "-7",
 }
 
 
@@ -143,6 +145,8 @@ async def manifests(spawner: Any, options: dict[str, Any]) -> tuple[dict[str, An
 def drop_additions(pod: dict[str, Any], pvc: dict[str, Any]) -> None:
     """Remove kubelab's documented additions (asserting each is there) from LabSpawner's manifests."""
     meta = pod["metadata"]
+    assert meta["name"].endswith(ADDED["pod_name_suffix"]), meta["name"]
+    meta["name"] = meta["name"].removesuffix(ADDED["pod_name_suffix"])
     assert ADDED["pod_labels"] <= set(meta["labels"]), meta["labels"]
     assert ADDED["pod_annotations"] <= set(meta["annotations"]), meta["annotations"]
     for key in ADDED["pod_labels"]:
