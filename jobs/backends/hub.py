@@ -121,15 +121,9 @@ class HubBackend(JobBackend):
         return self._options
 
     def check_script(self, spec: JobSpec) -> None:
-        """The script must exist in the notebook's home (job pods see the same files).
-
-        With the shared volume (``options.files == "shared"``) relative paths start there, so
-        only absolute paths are checked.
-        """
+        """The script must exist where the notebook sees it: relative paths start at the home in
+        the notebook and in job pods alike (a path means the same in both)."""
         if not self.check_scripts or spec.script is None:
-            return
-        options = self._options if self._options is not None else self.options()
-        if options.get("files") == "shared" and not spec.script.startswith("/"):
             return
         check_script_exists(spec, self.home)
 
@@ -318,35 +312,45 @@ class HubBackend(JobBackend):
     def _files_for(self, spec: JobSpec) -> dict[str, str] | None:
         """The script's folder as ``{path relative to home: base64}`` when the service needs it.
 
-        Only when the service says job pods cannot see the home (``files == "configmap"``).
+        Only when the service says job pods cannot see the home (``files == "configmap"``). A script
+        at the top of the home ships the Python files beside it, never the whole home (notebooks,
+        data); folders listed in ``spec.inputs`` are not shipped (the job fetches them itself).
 
         Raises:
-            JobSpecError: The folder is larger than 1 MiB, or the script is not under the home.
+            JobSpecError: The folder is larger than 1 MiB (the message names ``inputs``), or the
+                script is not under the home.
         """
         options = self._options if self._options is not None else self.options()
         if options.get("files") != "configmap" or spec.script is None:
             return None
-        script = Path(spec.script)
+        home = self.home.resolve()
+        script = Path(spec.script).expanduser()
         script = script if script.is_absolute() else self.home / script
         try:
-            script.resolve().relative_to(self.home.resolve())
+            script.resolve().relative_to(home)
         except ValueError:
             raise JobSpecError("script", f"{spec.script} is not under the home {self.home}; job pods "
                                "cannot see it here, only the script's folder under the home is shipped") from None
-        folder = script.parent
+        folder = script.resolve().parent
+        inputs = [(p if p.is_absolute() else self.home / p).resolve() for p in map(Path, spec.inputs)]
+        at_top = folder == home
         files: dict[str, str] = {}
         total = 0
-        for path in sorted(folder.rglob("*")):
+        for path in sorted(folder.glob("*.py") if at_top else folder.rglob("*")):
             parts = path.relative_to(folder).parts
             # Caches and hidden folders (.git, .ipynb_checkpoints) are not part of the program.
             if not path.is_file() or any(p.startswith(".") or p == "__pycache__" for p in parts):
                 continue
+            if any(path.resolve().is_relative_to(i) for i in inputs):
+                continue
             data = path.read_bytes()
             total += len(data)
             if total > MAX_FILES_BYTES:
-                raise JobSpecError("files", f"the script's folder {folder} holds more than 1 MiB; the cluster "
-                                   "cannot see your home, so move the script to a smaller folder")
-            files[str(path.resolve().relative_to(self.home.resolve()))] = base64.b64encode(data).decode()
+                raise JobSpecError("files", f"the script's folder {folder} holds more than 1 MiB; job pods cannot "
+                                   "mount your home, so at most 1 MiB is shipped with the job: move data out of "
+                                   "the script's folder and list it in inputs=[...] (each rank fetches it from "
+                                   "your home when it starts; docs/jobs.md)")
+            files[str(path.resolve().relative_to(home))] = base64.b64encode(data).decode()
         return files
 
     def _request(
