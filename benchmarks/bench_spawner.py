@@ -10,7 +10,7 @@ Part 1 fills the real :class:`~kubelab.core.cluster.ClusterCache` with 200 nodes
 GPU class, then the profile views and the HTML. Target: availability under 5 ms.
 
 Part 2 runs two real hubs on the devcluster, one with LabSpawner and one with stock KubeSpawner
-configured for the same 1-GPU server, each talking to the API server through a counting proxy on
+configured for the same 1-GPU server, each talking to the API server through a recording proxy on
 loopback (plain HTTP in, mTLS to the API server out). After a warm-up spawn (so watches are
 running), it counts the requests one spawn makes. Target: LabSpawner makes at most one more.
 Figures are printed, never asserted.
@@ -19,19 +19,16 @@ Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
 import collections
-import re
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+from recording_proxy import RecordingProxy, is_cache_feed, normalise
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -126,83 +123,7 @@ def bench_availability() -> None:
     print(f"{'whole picker (availability+HTML)':34s} median {f_med:6.2f} ms   p95 {f_p95:6.2f} ms")
 
 
-# -- part 2: API requests per spawn, through a counting proxy -------------------------------------------
-
-
-class CountingProxy:
-    """Plain HTTP on 127.0.0.1 → the API server over mTLS, counting every request."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        cfg = yaml.safe_load(kubeconfig.read_text())
-        self.upstream = cfg["clusters"][0]["cluster"]["server"]
-        self.dir = Path(tempfile.mkdtemp(prefix="kl-proxy-"))
-        user = cfg["users"][0]["user"]
-        for name, key in (("ca.crt", cfg["clusters"][0]["cluster"]["certificate-authority-data"]),
-                          ("client.crt", user["client-certificate-data"]), ("client.key", user["client-key-data"])):
-            (self.dir / name).write_bytes(base64.b64decode(key))
-        self.requests: list[tuple[float, str, str, bool]] = []
-        self.port = 0
-        self._ready = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-        self._ready.wait(10)
-
-    def kubeconfig(self) -> Path:
-        path = self.dir / "kubeconfig"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "p",
-            "clusters": [{"name": "p", "cluster": {"server": f"http://127.0.0.1:{self.port}"}}],
-            "users": [{"name": "p", "user": {}}],
-            "contexts": [{"name": "p", "context": {"cluster": "p", "user": "p"}}],
-        }))
-        return path
-
-    def _serve(self) -> None:
-        import ssl
-
-        from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
-
-        async def main() -> None:
-            ctx = ssl.create_default_context(cafile=str(self.dir / "ca.crt"))
-            ctx.load_cert_chain(str(self.dir / "client.crt"), str(self.dir / "client.key"))
-            session = ClientSession(connector=TCPConnector(ssl=ctx), timeout=ClientTimeout(total=None), auto_decompress=False)
-
-            async def handle(request: web.Request) -> web.StreamResponse:
-                watch = request.query.get("watch", "").lower() in ("true", "1")
-                self.requests.append((time.monotonic(), request.method, request.path, watch))
-                headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length", "transfer-encoding")}
-                async with session.request(request.method, self.upstream + request.path_qs, headers=headers,
-                                           data=await request.read()) as up:
-                    resp = web.StreamResponse(status=up.status, headers={
-                        k: v for k, v in up.headers.items() if k.lower() not in ("content-length", "transfer-encoding", "connection")})
-                    await resp.prepare(request)
-                    try:
-                        async for chunk in up.content.iter_any():
-                            await resp.write(chunk)
-                        await resp.write_eof()
-                    except (ConnectionError, ClientError):
-                        pass  # the client closed a watch; nothing to relay
-                    return resp
-
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", handle)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self._ready.set()
-            await asyncio.Event().wait()
-
-        asyncio.run(main())
-
-    def since(self, t0: float) -> list[tuple[str, str, bool]]:
-        return [(m, p, w) for t, m, p, w in self.requests if t >= t0]
-
-
-def normalise(method: str, path: str, watch: bool) -> str:
-    path = re.sub(r"/namespaces/[^/]+", "/namespaces/{ns}", path)
-    path = re.sub(r"/(pods|persistentvolumeclaims|events|nodes)/[^/]+", r"/\1/{name}", path)
-    return f"{method} {path}{' (watch)' if watch else ''}"
+# -- part 2: API requests per spawn, through a recording proxy ------------------------------------------
 
 
 STOCK_CONFIG = """
@@ -233,7 +154,7 @@ c.KubeSpawner.http_timeout = 90
 """
 
 
-def count_spawns(kind: str, cluster: Any, core: Any, proxy: CountingProxy) -> dict[str, Any]:
+def count_spawns(kind: str, cluster: Any, core: Any, proxy: RecordingProxy) -> dict[str, Any]:
     from harness import HubProcess
     from labhub import CATALOGUE, hub_config, make_namespace
 
@@ -256,7 +177,7 @@ def count_spawns(kind: str, cluster: Any, core: Any, proxy: CountingProxy) -> di
             assert r.status_code in (201, 202), r.text
             hub.wait_server("bench", timeout=120)
             ready = time.monotonic() - t0
-            reqs = proxy.since(t0)
+            reqs = proxy.between(t0)
             hub.stop_server("bench")
             out[phase] = (ready, reqs)
     finally:
@@ -274,7 +195,7 @@ def bench_requests() -> None:
     core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig)))
     results = {}
     for kind in ("kubespawner", "labspawner"):
-        proxy = CountingProxy(cluster.kubeconfig)
+        proxy = RecordingProxy(cluster.kubeconfig)
         results[kind] = count_spawns(kind, cluster, core, proxy)
     print("\n== Kubernetes API requests made by one spawn (1 x A100 server with a home PVC), counted by a proxy ==")
     for phase in ("first spawn", "second spawn"):
@@ -287,7 +208,7 @@ def bench_requests() -> None:
             for key, n in counter.items():
                 rows.setdefault(key, {})[kind] = n
             # LIST and WATCH of collections feed the caches (amortised over all spawns); the rest is the spawn's own
-            spawn_reqs = sum(n for k, n in counter.items() if not (k.startswith("GET ") and "{name}" not in k))
+            spawn_reqs = sum(n for k, n in counter.items() if not is_cache_feed(k))
             totals[kind] = (ready, sum(counter.values()), spawn_reqs)
         print(f"{'request':64s} {'stock':>6s} {'kubelab':>8s}")
         for key, by in sorted(rows.items()):
