@@ -29,18 +29,17 @@ from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from kubelab.core.home import HomeClaimError
 from kubelab.core.metrics import count_quota_refusal
 from kubelab.core.naming import JOBS_ADMIN_SCOPE, JOBS_SCOPE
 from kubelab.core.platform import PlatformUnavailable
 from kubelab.core.quota import QuotaExceeded
 from kubelab.jobs.service import JobExists, JobNotFound, JobsService, TooManyStreams
-from kubelab.jobs.spec import JobSpecError
+from kubelab.jobs.spec import MAX_BODY_BYTES, JobSpecError
 
 log = logging.getLogger("kubelab.jobs.handlers")
 
 API_PREFIX = "/api/kubelab"
-#: Largest request body: a spec plus a shipped script folder (1 MiB, base64) with room to spare.
-MAX_BODY_BYTES = 2 * 1024 * 1024
 #: Longest long-poll of ``GET jobs/<name>?wait=<s>``.
 MAX_WAIT_SECONDS = 60
 #: Largest ``tail`` of a log request.
@@ -124,6 +123,8 @@ class JobsHandlerBase(APIHandler):
             self.fail(404, f"no job '{name}'")
         elif isinstance(e, JobExists):
             self.fail(409, str(e))
+        elif isinstance(e, HomeClaimError):
+            self.fail(e.status, e.message)
         elif isinstance(e, RuntimeError):
             log.error("request by %s failed: %s", self.current_user.name if self.current_user else "?", e)
             self.fail(503, str(e))

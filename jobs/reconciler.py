@@ -41,7 +41,15 @@ from kubelab.core.workqueue import WorkQueue
 from kubelab.jobs.collect import CLOSE, OUTPUTS_KEY, WAIT, collector_of, collector_step, record_for, summary_from_log
 from kubelab.jobs.explain import headline
 from kubelab.jobs.spec import JobStatus
-from kubelab.jobs.status import SPEC_KEY, STATUS_KEY, failure_time, final_record, latest, pod_rank
+from kubelab.jobs.status import (
+    STATUS_KEY,
+    failure_record,
+    final_record,
+    first_failed,
+    is_job_record,
+    latest,
+    pod_rank,
+)
 
 if TYPE_CHECKING:  # the service owns the reconciler; only its type is needed here
     from kubelab.jobs.service import JobsService
@@ -75,7 +83,7 @@ class JobReconciler:
         self.queue.start()
         assert self.service.cache is not None
         for name, parent in list(self.service.cache.parents.items()):
-            if SPEC_KEY in (parent.get("data") or {}):
+            if is_job_record(parent):
                 self.queue.add(name)
 
     async def stop(self) -> None:
@@ -87,7 +95,7 @@ class JobReconciler:
         if LABEL_JOB not in labels or self.service.cache is None:
             return
         for parent in self.service.cache.of_job("configmaps", labels.get(LABEL_USER, ""), labels[LABEL_JOB]):
-            if SPEC_KEY in (parent.get("data") or {}):
+            if is_job_record(parent):
                 self.queue.add(parent["metadata"]["name"])
 
     async def reconcile(self, jid: str) -> None:
@@ -99,7 +107,7 @@ class JobReconciler:
         service = self.service
         assert service.cache is not None and service.api is not None
         parent = service.cache.parents.get(jid)
-        if parent is None or SPEC_KEY not in (parent.get("data") or {}):
+        if parent is None or not is_job_record(parent):
             return  # deleted (cancelled), or not a job's record: nothing to do
         record = final_record(parent)
         status = service.status(parent)
@@ -127,9 +135,17 @@ class JobReconciler:
         """The record of a failed job: its first failed rank, why, and that rank's last log lines."""
         service = self.service
         assert service.api is not None
-        failed = [r for r in status.ranks if r.phase == "Failed"]
-        pods = {r.rank: self._rank_pod(status, r.rank) for r in failed}
-        first = min(failed, key=lambda r: (failure_time(pods[r.rank]), r.rank))
+        assert service.cache is not None
+        by_rank: dict[int, list[Mapping[str, Any]]] = {}
+        for pod in service.cache.of_job("pods", _user_label(status), status.name):
+            rank = pod_rank(pod)
+            if rank is not None:
+                by_rank.setdefault(rank, []).append(pod)
+        first = first_failed(status.ranks, by_rank)
+        if first is None:
+            # The engine failed the job as a whole (a deadline, its backoff limit, pods cleaned up):
+            # no rank is to blame, the engine's words are the reason.
+            return failure_record(status, None, [], now())
         last_logs = await service.api.tail_lines(first.pod, LAST_LOG_LINES) if first.pod else []
         if not last_logs and first.pod:
             # Seen under load: the Job's Failed condition arrives before the pod (or its log) can be

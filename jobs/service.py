@@ -18,6 +18,7 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import secrets
@@ -25,13 +26,15 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
+from kubernetes_asyncio.client import CoreV1Api, CustomObjectsApi
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubelab.core.availability import gpu_availability
-from kubelab.core.naming import ANNOTATION_GROUPS, LABEL_JOB, LABEL_USER, home_claim_name, user_label
+from kubelab.core.home import find_home_claim
+from kubelab.core.naming import ANNOTATION_GROUPS, LABEL_JOB, LABEL_USER, owner_of, user_label
 from kubelab.core.platform import STREAM_POOL_SIZE, Platform
 from kubelab.core.quota import Holding
-from kubelab.jobs import builders, policy
+from kubelab.jobs import builders, policy, runtimes
 from kubelab.jobs.builders.collector import home_node
 from kubelab.jobs.builders.common import (
     FILES_HOME,
@@ -43,11 +46,12 @@ from kubelab.jobs.builders.common import (
 )
 from kubelab.jobs.collect import is_collector
 from kubelab.jobs.engines import Engines, discover
-from kubelab.jobs.kube import AlreadyExists, JobCache, JobsApi
+from kubelab.jobs.kube import CUSTOM_KINDS, WORKLOADS, AlreadyExists, JobCache, JobsApi, owner_names
 from kubelab.jobs.metrics_service import MetricsConfigMaps, MetricsHub, ingest_url, new_token
 from kubelab.jobs.reconciler import JobReconciler, now
 from kubelab.jobs.spec import FRAMEWORKS, JobSpec, JobSpecError, JobStatus
-from kubelab.jobs.status import SPEC_KEY, STATUS_KEY, build_status, final_record, latest, pod_rank
+from kubelab.jobs.sshkeys import new_ssh_auth
+from kubelab.jobs.status import STATUS_KEY, build_status, final_record, is_job_record, latest, pod_rank
 
 log = logging.getLogger("kubelab.jobs.service")
 
@@ -146,6 +150,7 @@ class JobsService:
         self.engines = await discover(platform.api, jobs.engine, jobs.kueue.enabled)
         self.api = JobsApi(platform.api, self.namespace, platform.stream_api)
         cache = JobCache(platform.api, self.namespace)
+        self._watch_engine_kinds(cache)
         await cache.start()
         self.cache = cache
         self.metrics.attach(cache.parents, MetricsConfigMaps(platform.api, self.namespace))
@@ -155,6 +160,38 @@ class JobsService:
         self.reconciler.start()
         log.info("kubelab jobs: namespace %s, engines %s, kueue %s; reconciling %d jobs", self.namespace,
                  self.engines.available(), self.engines.kueue, len(cache.parents))
+
+    def _watch_engine_kinds(self, cache: JobCache) -> None:
+        """Watch each engine's objects, and Kueue's Workloads, only where discovery finds their API.
+
+        Status then comes from the engine's own object (its conditions) and Kueue's verdict, not
+        only from the pods: a job the operator failed at its deadline, with its pods deleted, still
+        reads Failed with the reason.
+        """
+        assert self.engines is not None and self.platform.api is not None
+        custom = CustomObjectsApi(self.platform.api)
+        for kind, (group, version, plural) in CUSTOM_KINDS.items():
+            if group in self.engines.groups:
+                cache.add_kind(plural, functools.partial(custom.list_namespaced_custom_object, group, version,
+                                                         self.namespace, plural), kind=kind)
+        if self.engines.kueue and WORKLOADS[0] in self.engines.groups:
+            group, version, plural = WORKLOADS
+            cache.add_kind(plural, functools.partial(custom.list_namespaced_custom_object, group, version,
+                                                     self.namespace, plural),
+                           kind="Workload", label_selector=None, indexes={"owner": owner_names})
+
+    def _engine_objects(self, jid: str, user: str, job: str,
+                        rank_jobs: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The job's engine object (named like the job) and Kueue's Workload of it, from the cache."""
+        assert self.cache is not None
+        engine_object = next((o for kind, (_, _, plural) in CUSTOM_KINDS.items()
+                              for o in self.cache.of_job(plural, user, job) if o["metadata"]["name"] == jid), None)
+        workloads = self.cache.informers.get(WORKLOADS[2])
+        workload = None
+        if workloads is not None:
+            owners = [jid] + [j["metadata"]["name"] for j in rank_jobs]
+            workload = next((w for owner in owners for w in workloads.by_index("owner", owner)), None)
+        return engine_object, workload
 
     async def stop(self) -> None:
         """Stop the reconciler and the watches."""
@@ -239,11 +276,11 @@ class JobsService:
 
     # -- submit --------------------------------------------------------------------------------
 
-    def prepare(self, user: str, groups: Iterable[str], body: Any) -> tuple[JobSpec, BuildContext, str]:
+    def prepare(self, user: str, groups: Iterable[str], body: Any) -> tuple[JobSpec, BuildContext, str, policy.Decision]:
         """Validate a submission without touching the cluster: the spec, the policy and the engine.
 
         Returns:
-            (spec, build context, engine).
+            (spec, build context, engine, the policy's decision).
 
         Raises:
             JobSpecError: Invalid or not allowed (names the field).
@@ -262,11 +299,12 @@ class JobsService:
             user=user, namespace=self.namespace, image=decision.image, home=self.catalogue.home,
             shared=self.catalogue.shared, gpu_class=decision.gpu_class, queue=decision.queue, files=files,
             max_runtime_seconds=decision.max_runtime_seconds, rendezvous_timeout=self.rendezvous_timeout,
+            default_cpu_millis=decision.cpu_millis, default_memory_bytes=decision.memory_bytes,
             extra_env=self.extra_env, groups=groups, scratch=self.catalogue.scratch,
             transfer=self.catalogue.transfer,
         )
         builders.check(spec, ctx, engine)
-        return spec, ctx, engine
+        return spec, ctx, engine, decision
 
     def _storage_context(self, spec: JobSpec, ctx: BuildContext) -> BuildContext:
         """A job with a collector (RWO home, docs/jobs.md): a fresh transfer token, and the node
@@ -277,6 +315,18 @@ class JobsService:
         pods = self.platform.cluster.pods_of_user(user_label(ctx.user))
         return dataclasses.replace(ctx, transfer_token=secrets.token_urlsafe(32),
                                    home_node=home_node(pods, ctx.home_claim_name, self.namespace))
+
+    async def _engine_context(self, spec: JobSpec, ctx: BuildContext, engine: str) -> BuildContext:
+        """What the builders need beyond the spec: the Trainer runtime's names (read from the
+        cluster), and a fresh SSH key pair for MPI ranks (the MPI Operator's way)."""
+        assert self.platform.api is not None
+        if engine == "trainer-v2":
+            name = self.catalogue.jobs.trainer_runtimes.get(spec.framework)
+            ctx = dataclasses.replace(ctx, trainer_runtime=await runtimes.runtime_for(self.platform.api,
+                                                                                       spec.framework, name))
+        if spec.framework == "mpi":
+            ctx = dataclasses.replace(ctx, ssh_auth=new_ssh_auth())
+        return ctx
 
     async def submit(self, user: str, groups: Iterable[str], body: Any, *,
                      metrics_api_url: str | None = None) -> JobStatus:
@@ -297,7 +347,8 @@ class JobsService:
         """
         assert self.api is not None and self.cache is not None and self.platform.ledger is not None
         groups = tuple(groups)
-        spec, ctx, engine = self.prepare(user, groups, body)
+        spec, ctx, engine, decision = self.prepare(user, groups, body)
+        ctx = await self._engine_context(spec, ctx, engine)
         if metrics_api_url:
             ctx = dataclasses.replace(ctx, metrics_url=ingest_url(metrics_api_url, spec.name),
                                       metrics_token=new_token()[0])
@@ -305,12 +356,25 @@ class JobsService:
         if jid in self.cache.parents:
             raise JobExists(f"job '{spec.name}' already exists; cancel it first or pick another name")
         mounts_home = files_mode(ctx.home, ctx.shared) == FILES_HOME or needs_collector(spec, ctx)
-        if mounts_home and not await self.api.claim_exists(home_claim_name(user)):
-            # Without this, every rank (or the collector) would sit Pending on a missing claim; say so now.
-            raise JobSpecError("script", f"job pods read your files from your home {home_claim_name(user)}, "
-                               "which does not exist yet: start your notebook server once, then submit again")
-        ctx = self._storage_context(spec, ctx)
-        async with self.platform.ledger.reserve(user, groups, gpus=spec.total_gpus, what=f"job '{spec.name}'"):
+        if mounts_home:
+            # The claim the spawner mounts (kept across the naming upgrade, never another user's).
+            home = await find_home_claim(CoreV1Api(self.platform.api), self.namespace, user)
+            ctx = dataclasses.replace(ctx, home_claim=home.claim)
+            if not await self.api.claim_exists(home.claim):
+                # Without this, every rank (or the collector) would sit Pending on a missing claim; say so now.
+                raise JobSpecError("script", f"job pods read your files from your home {home.claim}, which does "
+                                   "not exist yet: start your notebook server once, then submit again")
+        ctx = self._storage_context(spec, ctx)  # after the lookup: the collector mounts the claim it chose
+        cluster = self.platform.cluster
+        assert cluster is not None
+
+        def within_totals() -> None:
+            # Under the ledger's lock with the quota check: concurrent submits cannot together pass
+            # the per-user totals (workers, CPU, memory) of the catalogue.
+            policy.check_totals(spec, decision, policy.job_usage(cluster.pods_of_user(user_label(user))))
+
+        async with self.platform.ledger.reserve(user, groups, gpus=spec.total_gpus, what=f"job '{spec.name}'",
+                                                check=within_totals):
             try:
                 parent = await self.api.create(builders.make_parent(spec, ctx, engine))
             except AlreadyExists as e:
@@ -357,14 +421,16 @@ class JobsService:
         assert self.cache is not None
         labels = parent["metadata"].get("labels") or {}
         user, job = labels.get(LABEL_USER, ""), labels.get(LABEL_JOB, "")
-        status = build_status(parent, self.cache.of_job("pods", user, job), self.cache.of_job("jobs", user, job),
-                              self.cache.events)
+        rank_jobs = self.cache.of_job("jobs", user, job)
+        engine_object, workload = self._engine_objects(parent["metadata"]["name"], user, job, rank_jobs)
+        status = build_status(parent, self.cache.of_job("pods", user, job), rank_jobs, self.cache.events,
+                              engine_object=engine_object, workload=workload)
         status.latest = self.metrics.latest_values(parent["metadata"]["name"])
         return status
 
     def _parents(self) -> Iterable[Mapping[str, Any]]:
         assert self.cache is not None
-        return (p for p in list(self.cache.parents.values()) if SPEC_KEY in (p.get("data") or {}))
+        return (p for p in list(self.cache.parents.values()) if is_job_record(p))
 
     def list(self, user: str, all_users: bool = False) -> list[JobStatus]:
         """Jobs of ``user`` (of everyone with ``all_users``), newest first."""
@@ -382,7 +448,8 @@ class JobsService:
         """
         assert self.cache is not None
         parent = self.cache.parents.get(job_id(user, name))
-        if parent is None or SPEC_KEY not in (parent.get("data") or {}):
+        # The id is short (it names pods); only the record's exact owner makes it this user's job.
+        if parent is None or not is_job_record(parent) or owner_of(parent["metadata"].get("annotations")) != user:
             raise JobNotFound(name)
         return parent
 

@@ -61,7 +61,7 @@ def service(**catalogue_overrides: Any) -> JobsService:
 
 
 def test_prepare_builds_the_context_from_the_catalogue() -> None:
-    spec, ctx, engine = service().prepare("alice", ["gpu-users"], {
+    spec, ctx, engine, _ = service().prepare("alice", ["gpu-users"], {
         "name": "ddp", "script": "t.py", "workers": 2, "gpus_per_worker": 1, "gpu_class": "a100"})
     assert engine == "plain" and spec.total_gpus == 2
     assert ctx.image == "ghcr.io/kubelab/notebook-cpu:0.1.0" and ctx.gpu_class.key == "a100"
@@ -93,7 +93,7 @@ def test_prepare_refusals_name_the_field(body: Any, overrides: dict, field: str,
 
 
 def test_prepare_accepts_shipped_files_with_rwo_homes() -> None:
-    _, ctx, _ = service(**RWO).prepare("alice", [], {
+    _, ctx, _, _ = service(**RWO).prepare("alice", [], {
         "name": "x", "script": "t.py", "files": {"t.py": base64.b64encode(b"print(1)").decode()}})
     assert ctx.files == {"t.py": b"print(1)"}
 

@@ -275,8 +275,6 @@ def test_colliding_names_see_nothing_of_each_other(hub: HubProcess, tokens: dict
 JOB_VICTIM, JOB_ATTACKER = "carol.jobs", "mallory-44810786"
 
 
-@pytest.mark.xfail(strict=True, reason="jobs/service.py (the lead's) finds a job by job_id alone; parent_of must "
-                   "also check owner_of(parent annotations) == user (issue 9, reported)")
 def test_a_user_whose_job_id_collides_sees_and_cancels_nothing(hub: HubProcess, kube, core, ns: str) -> None:
     from kubelab.jobs.builders import job_id
 
