@@ -34,7 +34,6 @@ import collections
 import json
 import os
 import re
-import secrets
 import statistics
 import sys
 import tempfile
@@ -46,7 +45,6 @@ from typing import Any
 import kubernetes
 import requests
 import yaml
-from kubernetes.client.rest import ApiException
 from procstats import profiled
 from recording_proxy import RecordingProxy, normalise
 
@@ -55,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from kubelab.core.catalogue import parse_catalogue  # noqa: E402
 from kubelab.core.naming import LABEL_JOB  # noqa: E402
-from kubelab.devcluster import SIMULATE_LABEL  # noqa: E402
+from kubelab.devcluster.testing import simulated_namespace  # noqa: E402
 from kubelab.jobs.builders.common import job_id  # noqa: E402
 from tests.harness import HubProcess  # noqa: E402
 from tests.jobs.helpers import BASE  # noqa: E402
@@ -80,22 +78,6 @@ def timed(fn: Any, repeat: int) -> list[float]:
         fn()
         out.append(time.perf_counter() - t0)
     return out
-
-
-def make_namespace(core: kubernetes.client.CoreV1Api, prefix: str) -> str:
-    """A namespace whose pods the process node simulates, once it admits pods."""
-    name = f"{prefix}-{secrets.token_hex(3)}"
-    core.create_namespace({"metadata": {"name": name, "labels": {SIMULATE_LABEL: "true", "kubelab.io/test": "true"}}})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if core.read_namespaced_service_account("default", name).secrets:
-                return name
-        except ApiException as e:
-            if e.status != 404:
-                raise
-        time.sleep(0.2)
-    raise TimeoutError(f"no default ServiceAccount token in {name}")
 
 
 # -- the floor: the same objects, created directly ------------------------------------------------------
@@ -199,7 +181,7 @@ def main() -> int:
     os.environ["KUBECONFIG"] = str(info.kubeconfig)
     kube = kubernetes.config.new_client_from_config(config_file=str(info.kubeconfig))
     core = kubernetes.client.CoreV1Api(kube)
-    namespace, floor_ns = make_namespace(core, "kl-bench-jobs"), make_namespace(core, "kl-bench-floor")
+    namespace, floor_ns = simulated_namespace(core, "kl-bench-jobs"), simulated_namespace(core, "kl-bench-floor")
     # Job pods mount alice's (RWX) home claim, as a notebook server of hers would have created it.
     core.create_namespaced_persistent_volume_claim(namespace, {
         "metadata": {"name": "home-alice"},

@@ -62,10 +62,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kubelab.core.naming import user_label  # noqa: E402
-from kubelab.devcluster import SIMULATE_LABEL, ensure_cluster  # noqa: E402
+from kubelab.devcluster import ensure_cluster  # noqa: E402
+from kubelab.devcluster.testing import simulated_namespace  # noqa: E402
 from tests.harness import HubProcess  # noqa: E402
 
 FILLER_LABEL = "bench.kubelab.io/filler"
+#: Both spawners annotate their pods with the JupyterHub user name.
+USER_ANNOTATION = "hub.jupyter.org/username"
 GPU_PRODUCT = "NVIDIA-A100-SXM4-80GB"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 IMAGES = {"scipy": ("SciPy", "quay.io/jupyter/scipy-notebook:2025-10-20"),
@@ -202,20 +205,6 @@ def pod_capacity(core: kubernetes.client.CoreV1Api) -> int:
     return sum(int(parse_quantity(n.status.allocatable.get("pods", "0"))) for n in nodes) - placed
 
 
-def wait_default_account(core: kubernetes.client.CoreV1Api, ns: str) -> None:
-    """v1.20 admits pods only once the namespace's default ServiceAccount has its token."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if core.read_namespaced_service_account("default", ns).secrets:
-                return
-        except ApiException as e:
-            if e.status != 404:
-                raise
-        time.sleep(0.2)
-    raise TimeoutError(f"no default ServiceAccount token in {ns} after 30 s")
-
-
 def count_running(core: kubernetes.client.CoreV1Api, ns: str, selector: str) -> int:
     pods = core.list_namespaced_pod(ns, label_selector=selector).items
     return sum(p.status.phase == "Running" for p in pods)
@@ -254,11 +243,15 @@ def clear_spawned(core: kubernetes.client.CoreV1Api, ns: str) -> None:
 
 
 class RunningWatch:
-    """When each non-filler pod of ``ns`` first reports Running, from a watch of this process."""
+    """When each user's (non-filler) pod in ``ns`` first reports Running, from a watch of this process.
+
+    Pods are told apart by the user annotation both spawners write (their pod names differ).
+    """
 
     def __init__(self, core: kubernetes.client.CoreV1Api, ns: str) -> None:
         self.core, self.ns = core, ns
         self.running: dict[str, float] = {}
+        self.pod_names: dict[str, str] = {}
         self.stop = threading.Event()
         listed = core.list_namespaced_pod(ns, label_selector=f"!{FILLER_LABEL}")
         self.version = listed.metadata.resource_version
@@ -272,8 +265,10 @@ class RunningWatch:
                                           resource_version=self.version, timeout_seconds=30):
                     pod = event["object"]
                     self.version = pod.metadata.resource_version
-                    if pod.status.phase == "Running":
-                        self.running.setdefault(pod.metadata.name, time.monotonic())
+                    user = (pod.metadata.annotations or {}).get(USER_ANNOTATION)
+                    if pod.status.phase == "Running" and user:
+                        self.running.setdefault(user, time.monotonic())
+                        self.pod_names[user] = pod.metadata.name
                     if self.stop.is_set():
                         break
             except ApiException as e:
@@ -323,7 +318,7 @@ def run_hub(kind: str, cluster: Any, core: kubernetes.client.CoreV1Api, ns: str,
         # warm-up: one spawn, so that every watch (stock KubeSpawner starts its on the first spawn) runs
         requests.post(f"{hub.hub_api_url}/users/warmup/server", json={"profile": SPAWN_PROFILE}, headers=admin,
                       timeout=120).raise_for_status()
-        if not watch.wait({"jupyter-warmup"}, 300):
+        if not watch.wait({"warmup"}, 300):
             raise TimeoutError(f"{kind}: the warm-up pod is not Running after 300 s")
         wait_idle(pid)
         out["start requests"] = collections.Counter(normalise(*r) for r in proxy.between(t_start))
@@ -336,7 +331,7 @@ def run_hub(kind: str, cluster: Any, core: kubernetes.client.CoreV1Api, ns: str,
             return requests.post(f"{hub.hub_api_url}/users/{user}/server", json={"profile": SPAWN_PROFILE},
                                  headers=admin, timeout=300).status_code
 
-        names = {f"jupyter-{u}" for u in users}
+        names = set(users)
         with profiled(pid, profile, f"{kind}-spawns"):
             with concurrent.futures.ThreadPoolExecutor(spawns) as pool:
                 codes = collections.Counter(pool.map(spawn, users))
@@ -352,7 +347,7 @@ def run_hub(kind: str, cluster: Any, core: kubernetes.client.CoreV1Api, ns: str,
         out["cpu per spawn"] = (cpu1 - cpu0) / spawns
         out["spawn requests"] = collections.Counter(normalise(*r) for r in proxy.between(t0, t1))
         out["rss after spawns"] = rss_mib(pid)
-        pod = core.read_namespaced_pod(f"jupyter-{users[0]}", ns).spec.containers[0]
+        pod = core.read_namespaced_pod(watch.pod_names[users[0]], ns).spec.containers[0]
         out["pod"] = f"{pod.image}, requests {pod.resources.requests}, limits {pod.resources.limits}"
 
         # the picker, logged in as a user without a server
@@ -443,11 +438,9 @@ def main() -> int:
         print(f"the devcluster's untainted nodes have room for {room + args.spawns + 10} more pods: filling "
               f"{servers}, not {args.servers} (the default layout holds 3,000 on kubelab-cpu; an older "
               "devcluster needs `kubelab-devcluster down && up` to take it)", flush=True)
-    ns = f"kl-scale-{secrets.token_hex(3)}"
-    core.create_namespace({"metadata": {"name": ns, "labels": {SIMULATE_LABEL: "true", "kubelab.io/test": "true"}}})
+    ns = simulated_namespace(core, "kl-scale")
     results: dict[str, dict[str, Any]] = {}
     try:
-        wait_default_account(core, ns)
         fill_s = fill(core, ns, servers)
         print(f"filled {servers} running server pods in {fill_s:.0f} s", flush=True)
         for kind in ("kubespawner", "kubelab"):

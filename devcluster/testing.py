@@ -1,13 +1,17 @@
-"""Helpers for tests against a cluster: waiting, and small pod manifests that run Python on the process node."""
+"""Helpers for tests against a cluster: waiting, namespaces, and small pod manifests that run Python
+on the process node."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+from kubelab.devcluster.runtime import SIMULATE_LABEL
 
 T = TypeVar("T")
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -27,6 +31,29 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def simulated_namespace(core: client.CoreV1Api, prefix: str) -> str:
+    """Create ``<prefix>-<6 hex>`` labelled ``kubelab.io/simulate=true`` (every pod in it runs simulated:
+    Running with an address, no process) and wait until it admits pods.
+
+    Raises:
+        TimeoutError: The namespace's default ServiceAccount has no token after 30 s (v1.20 refuses
+            pods until it has).
+    """
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    core.create_namespace({"metadata": {"name": name, "labels": {SIMULATE_LABEL: "true", "kubelab.io/test": "true"}}})
+
+    def has_token() -> bool:
+        try:
+            return bool(core.read_namespaced_service_account("default", name).secrets)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    wait_for(has_token, 30, f"ServiceAccount {name}/default and its token")
+    return name
 
 
 def python_pod(
