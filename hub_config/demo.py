@@ -9,6 +9,12 @@ brought it up.
 
 It installs nothing: ``make demo`` runs the install steps first (Debian packages, the venv,
 ``hub_config/oidc/install.sh``, the control-plane binaries).
+
+**Its catalogue** is the shipped example with the storage labs run (:func:`demo_catalogue`):
+ReadWriteMany homes, which job pods mount, and a shared ReadWriteMany volume under every home
+(``~/shared``, so JupyterLab's file browser shows it), whose claim the demo creates. The
+devcluster's provisioner backs RWX claims. ``--config`` (or ``$KUBELAB_CONFIG``) runs another
+catalogue instead, as is.
 """
 
 from __future__ import annotations
@@ -27,7 +33,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from kubelab.core.catalogue import EXAMPLE_PATH
+import kubernetes
+import yaml
+from kubernetes.client.exceptions import ApiException
+
+from kubelab.core.catalogue import EXAMPLE_PATH, Catalogue, CatalogueError, load_catalogue
 from kubelab.devcluster import DevclusterError, down, ensure_cluster, status
 from kubelab.hub_config.provider import (
     DEFAULT_USERS_FILE,
@@ -40,6 +50,9 @@ from kubelab.hub_config.provider import (
 )
 
 HUB_CONFIG = Path(__file__).with_name("jupyterhub_config.py")
+#: The demo's shared volume: an RWX claim in the servers' and jobs' namespace, under every home.
+DEMO_SHARED_CLAIM = "kubelab-shared"
+DEMO_SHARED_SIZE = "5Gi"
 
 Say = Callable[[str], None]
 
@@ -165,6 +178,50 @@ class HubRunner:
         return lines[-1] if lines else "\n".join(text.splitlines()[-20:])
 
 
+def demo_catalogue() -> dict:
+    """The demo's catalogue: the example, with RWX homes and a shared RWX volume at ``~/shared``."""
+    doc = yaml.safe_load(EXAMPLE_PATH.read_text())
+    storage = doc.setdefault("storage", {})
+    home = storage.setdefault("home", {})
+    home["accessMode"] = "ReadWriteMany"
+    storage["shared"] = {"claimName": DEMO_SHARED_CLAIM,
+                         "mountPath": f"{home.get('mountPath', '/home/jovyan').rstrip('/')}/shared"}
+    return doc
+
+
+def write_demo_catalogue(state: Path) -> Path:
+    """Write :func:`demo_catalogue` into the demo's state folder; return its path."""
+    path = state / "catalogue.yaml"
+    path.write_text("# Written by `make demo`: the example catalogue, with RWX homes and a shared volume.\n"
+                    + yaml.safe_dump(demo_catalogue(), sort_keys=False))
+    return path
+
+
+def ensure_shared_claim(kubeconfig: Path, catalogue: Catalogue, namespace: str = "default") -> str | None:
+    """Create the catalogue's shared claim (ReadWriteMany) where servers and jobs run, unless it exists.
+
+    Returns:
+        What was done, for the progress line; None without a shared volume.
+
+    Raises:
+        DemoError: The API server refused it.
+    """
+    if catalogue.shared is None:
+        return None
+    namespace = catalogue.jobs.namespace or namespace
+    core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kubeconfig)))
+    claim = {"metadata": {"name": catalogue.shared.claim_name, "labels": {"app.kubernetes.io/part-of": "kubelab"}},
+             "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": DEMO_SHARED_SIZE}}}}
+    try:
+        core.create_namespaced_persistent_volume_claim(namespace, claim)
+    except ApiException as e:
+        if e.status == 409:
+            return f"shared volume {namespace}/{catalogue.shared.claim_name} exists"
+        raise DemoError(f"cannot create the shared claim {namespace}/{catalogue.shared.claim_name}: "
+                        f"{e.status} {e.reason}") from e
+    return f"created the shared volume {namespace}/{catalogue.shared.claim_name} (ReadWriteMany, {DEMO_SHARED_SIZE})"
+
+
 def print_ready(url: str, elapsed: float, state: Path, users_file: Path) -> None:
     """The banner: where to go and who to be."""
     users = load_users(users_file)
@@ -194,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
 
     state = Path(args.state or cache_dir() / "demo")
     state.mkdir(parents=True, exist_ok=True)
+    config = Path(args.config).resolve() if args.config else write_demo_catalogue(state)
     secret_file = ensure_client_secret(state / "oidc-client-secret")
 
     stop = threading.Event()
@@ -217,6 +275,13 @@ def run(args: argparse.Namespace) -> int:
             raise
         if cluster.started and not cluster.external:
             cleanups.append(("devcluster", lambda: down(cluster.state, say=lambda line: say(f"devcluster: {line}"))))
+        try:
+            done = ensure_shared_claim(cluster.kubeconfig, load_catalogue(config))
+        except (DemoError, CatalogueError) as e:
+            say(f"error: {e}")
+            return 1
+        if done:
+            say(done)
         if not port_is_free(cluster.host_ip, args.hub_port):
             say(f"error: port {args.hub_port} on {cluster.host_ip} is in use; pass --hub-port")
             return 1
@@ -241,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
             hub_port=args.hub_port,
             env={
                 "KUBECONFIG": str(cluster.kubeconfig),
-                "KUBELAB_CONFIG": str(Path(args.config).resolve()),
+                "KUBELAB_CONFIG": str(config),
                 "KUBELAB_OIDC_ISSUER": provider.issuer,
                 "KUBELAB_OIDC_CLIENT_SECRET_FILE": str(secret_file),
                 "KUBELAB_PUBLIC_URL": public_url,
@@ -281,7 +346,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(os.environ.get("KUBELAB_DEMO_PORT", 8000)), help="public port on 127.0.0.1 (default 8000)")
     p.add_argument("--provider-port", type=int, default=int(os.environ.get("KUBELAB_DEMO_OIDC_PORT", 9000)), help="OIDC provider port on 127.0.0.1 (default 9000)")
     p.add_argument("--hub-port", type=int, default=int(os.environ.get("KUBELAB_DEMO_HUB_PORT", 8081)), help="hub API port on the pod bridge address (default 8081)")
-    p.add_argument("--config", default=os.environ.get("KUBELAB_CONFIG") or str(EXAMPLE_PATH), help="platform catalogue (default: $KUBELAB_CONFIG or the example)")
+    p.add_argument("--config", default=os.environ.get("KUBELAB_CONFIG") or None,
+                   help="platform catalogue (default: $KUBELAB_CONFIG, else the example with RWX homes and a shared volume)")
     p.add_argument("--users", default=str(DEFAULT_USERS_FILE), help="the provider's accounts (default: hub_config/oidc/users.yaml)")
     p.add_argument("--state", default=os.environ.get("KUBELAB_DEMO_STATE"), help="folder for the hub's database and logs (default $KUBELAB_CACHE/demo)")
     return p.parse_args(argv)

@@ -61,6 +61,8 @@ log = logging.getLogger("kubelab.jobs.reconciler")
 LAST_LOG_LINES = 120
 #: Times a failed job's record waits (by the queue's backoff) for its failed rank's log to be readable.
 LOG_RETRIES = 4
+#: Looks (2 s apart) at a collector that has every output and is about to exit, before stopping it anyway.
+CLOSE_WAITS = 5
 #: What a reconcile retries on: the API server failing, unreachable or slow.
 TRANSIENT = (RuntimeError, ApiException, TimeoutError, aiohttp.ClientError, OSError)
 
@@ -77,6 +79,7 @@ class JobReconciler:
         self.service = service
         self.queue = WorkQueue("jobs", self.reconcile, retry_on=TRANSIENT, workers=workers)
         self._log_waits: dict[str, int] = {}
+        self._close_waits: dict[str, int] = {}
 
     def start(self) -> None:
         """Start the workers and queue every job in the cache (the relist after a restart)."""
@@ -193,6 +196,13 @@ class JobReconciler:
         lines = await service.api.tail_lines(pod["metadata"]["name"], 40) if pod is not None else []
         summary = summary_from_log(lines)
         if step == CLOSE:
+            waits = self._close_waits.get(jid, 0)
+            if summary is not None and summary.get("state") == "collected" and waits < CLOSE_WAITS:
+                # It has everything and is exiting by itself (the cache lags its end): record it then.
+                self._close_waits[jid] = waits + 1
+                self.queue.add_after(jid, 2.0)
+                return
+            self._close_waits.pop(jid, None)
             await service.api.delete("Job", collector_name(jid))
             if summary is not None:
                 summary = {**summary, "closed": True}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import os
 import secrets
 import shlex
 import threading
@@ -44,7 +45,9 @@ from kubelab.widgets.views import (
     job_detail_html,
     jobs_table_html,
     options_html,
+    outputs_html,
     quota_text,
+    where_outputs_text,
 )
 
 #: Errors a user can cause or fix (bad field, policy, quota, unknown job, service down):
@@ -198,6 +201,7 @@ class JobLauncher:
         self.image = widgets.Dropdown(description="Image", style=style, layout=wide)
         self.env = widgets.Textarea(description="Env", placeholder="KEY=VALUE, one per line", rows=2,
                                     style=style, layout=wide)
+        self.where = widgets.HTML()  # where the job's outputs will go
         self.submit_button = widgets.Button(description="Submit", button_style="primary", icon="rocket")
         self.error = widgets.HTML()
         self.out = widgets.Output()
@@ -233,10 +237,11 @@ class JobLauncher:
         self.job_select.observe(self._on_job_select, names="value")
         self.rank_select.observe(self._on_rank_select, names="value")
         self.log_filter.observe(lambda _change: self._set_logs(self._log_lines), names="value")
+        self.name.observe(lambda _change: self._show_where(), names="value")
 
         form = widgets.VBox([
             self.header, self.name, self.framework, self.script, self.args, self.workers,
-            self.gpu_class, self.gpus, self.gpu_note, self.image, self.env,
+            self.gpu_class, self.gpus, self.gpu_note, self.image, self.env, self.where,
             widgets.HBox([self.submit_button]), self.error, self.out,
         ])
         jobs = widgets.VBox([widgets.HBox([self.refresh_button, self.refresh_note]), self.table])
@@ -274,6 +279,30 @@ class JobLauncher:
         self.image.value = default_image_for(self.framework.value, options)
         self._on_gpu_class()
         self._on_framework()
+        self._show_where()
+
+    def _show_where(self) -> None:
+        text = where_outputs_text(self.options, self.name.value)
+        self.where.value = f"<div class='kubelab-where' style='color:#555'>{html.escape(text)}</div>" if text else ""
+
+    def outputs_view(self, job: JobStatus) -> str:
+        """The job's outputs as HTML, with links into JupyterLab's file browser once it ended.
+
+        The folder is listed from this kernel's own view of the files, which is the user's server's
+        (the same home); the links are relative to the server's root, the home.
+        """
+        folder = (job.outputs or {}).get("dir")
+        files: list[str] | None = None
+        if folder and job.done and os.path.isdir(folder):
+            found = []
+            for top, dirs, names in os.walk(folder):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [os.path.relpath(os.path.join(top, n), folder) for n in sorted(names) if not n.startswith(".")]
+                if len(found) > 100:
+                    break
+            files = found
+        base = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+        return outputs_html(job, files, root=os.path.expanduser("~"), base_url=base)
 
     def _new_name(self) -> str:
         return f"{self.framework.value or 'job'}-{secrets.token_hex(2)}"
@@ -464,7 +493,7 @@ class JobLauncher:
             if self.charts is not None:
                 self.charts.clear()
             return
-        self.detail.value = job_detail_html(job)
+        self.detail.value = job_detail_html(job) + self.outputs_view(job)
         self._follow_metrics_of(job.name)
         ranks = list(range(job.workers))
         if list(self.rank_select.options) != ranks:
@@ -516,7 +545,7 @@ class JobLauncher:
             name = self.job_select.value
             job = next((j for j in jobs if j.name == name), None)
             if job is not None:
-                self.detail.value = job_detail_html(job)
+                self.detail.value = job_detail_html(job) + self.outputs_view(job)
             self._update_buttons()
         return changed
 

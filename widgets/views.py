@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from kubelab.jobs.explain import explain
 from kubelab.jobs.spec import JobStatus
@@ -186,3 +187,64 @@ def default_image_for(framework: str, options: Mapping[str, Any]) -> str:
         return ""
     default = options.get("default_image")
     return str(default) if default in [i["key"] for i in images] else ""
+
+
+# -- where things are (issue 17) ------------------------------------------------------------------
+
+#: Files of a job's output folder linked in the detail view (the folder link shows the rest).
+MAX_OUTPUT_LINKS = 12
+
+
+def lab_tree_url(path: str, root: str, base_url: str) -> str | None:
+    """The JupyterLab URL showing ``path`` (a file opens, a folder opens in the file browser), or
+    None when ``path`` is not under the server's ``root``."""
+    root = root.rstrip("/")
+    if path != root and not path.startswith(root + "/"):
+        return None
+    relative = path[len(root):].lstrip("/")
+    return f"{base_url.rstrip('/')}/lab/tree/{quote(relative)}"
+
+
+def where_outputs_text(options: Mapping[str, Any], name: str) -> str:
+    """Under the form: where this job's outputs will go (``KUBELAB_OUTPUT_DIR``) and how they get there."""
+    storage = options.get("storage") or {}
+    pattern = storage.get("outputs")
+    if not pattern:
+        return ""
+    folder = str(pattern).replace("<job>", name or "<name>")
+    home = str(storage.get("home") or "")
+    shown = "~" + folder[len(home):] if home and folder.startswith(home.rstrip("/") + "/") else folder
+    how = ("the ranks write there as they run" if storage.get("outputs_route") == "direct" else
+           "job pods cannot mount your home, so they come back into it when each rank ends")
+    return f"Outputs (KUBELAB_OUTPUT_DIR): {shown} — {how}"
+
+
+def outputs_html(job: JobStatus, files: list[str] | None = None, *, root: str = "", base_url: str = "") -> str:
+    """The job's outputs: where they go, whether they are there, and, once the job ended, links
+    to them in JupyterLab's file browser.
+
+    Args:
+        files: The output folder's files relative to it, as the notebook sees them (None: not listed).
+        root: The folder the JupyterLab server serves (the home); links need the outputs under it.
+        base_url: The server's URL prefix (``JUPYTERHUB_SERVICE_PREFIX``, e.g. ``/user/alice/``).
+    """
+    outputs = job.outputs or {}
+    folder = outputs.get("dir")
+    if not folder:
+        return ""
+    state = str(outputs.get("state") or "")
+    parts = [f"<div class='kubelab-outputs' data-state='{escape(state)}'><b>Outputs</b> "
+             f"<code>{escape(folder)}</code>: {escape(str(outputs.get('message') or ''))}"]
+    folder_url = lab_tree_url(folder, root, base_url) if root else None
+    if job.done and folder_url is not None and files:
+        parts.append(f" <a class='kubelab-outputs-folder' href='{escape(folder_url)}' target='_blank'>"
+                     "Open the folder in the file browser</a>")
+        items = "".join(
+            f"<li><a class='kubelab-output' href='{escape(folder_url.rstrip('/') + '/' + quote(f))}' "
+            f"target='_blank'>{escape(f)}</a></li>" for f in files[:MAX_OUTPUT_LINKS])
+        more = f"<li>… and {len(files) - MAX_OUTPUT_LINKS} more</li>" if len(files) > MAX_OUTPUT_LINKS else ""
+        parts.append(f"<ul class='kubelab-output-files'>{items}{more}</ul>")
+    elif job.done and files == []:
+        parts.append(" <i>The folder holds no files.</i>")
+    parts.append("</div>")
+    return "".join(parts)
