@@ -193,6 +193,7 @@ def default_image_for(framework: str, options: Mapping[str, Any]) -> str:
 
 #: Files of a job's output folder linked in the detail view (the folder link shows the rest).
 MAX_OUTPUT_LINKS = 12
+LINK_STYLE = "color:#1565c0;text-decoration:underline"
 
 
 def lab_tree_url(path: str, root: str, base_url: str) -> str | None:
@@ -233,15 +234,16 @@ def outputs_html(job: JobStatus, files: list[str] | None = None, *, root: str = 
     if not folder:
         return ""
     state = str(outputs.get("state") or "")
-    parts = [f"<div class='kubelab-outputs' data-state='{escape(state)}'><b>Outputs</b> "
-             f"<code>{escape(folder)}</code>: {escape(str(outputs.get('message') or ''))}"]
+    # The message names the folder; links are styled as links (JupyterLab's CSS resets anchors).
+    parts = [f"<div class='kubelab-outputs' data-state='{escape(state)}'><b>Outputs:</b> "
+             f"{escape(str(outputs.get('message') or folder))}"]
     folder_url = lab_tree_url(folder, root, base_url) if root else None
     if job.done and folder_url is not None and files:
-        parts.append(f" <a class='kubelab-outputs-folder' href='{escape(folder_url)}' target='_blank'>"
-                     "Open the folder in the file browser</a>")
+        parts.append(f" <a class='kubelab-outputs-folder' href='{escape(folder_url)}' target='_blank' "
+                     f"style='{LINK_STYLE}'>Open the folder in the file browser</a>")
         items = "".join(
             f"<li><a class='kubelab-output' href='{escape(folder_url.rstrip('/') + '/' + quote(f))}' "
-            f"target='_blank'>{escape(f)}</a></li>" for f in files[:MAX_OUTPUT_LINKS])
+            f"target='_blank' style='{LINK_STYLE}'>{escape(f)}</a></li>" for f in files[:MAX_OUTPUT_LINKS])
         more = f"<li>… and {len(files) - MAX_OUTPUT_LINKS} more</li>" if len(files) > MAX_OUTPUT_LINKS else ""
         parts.append(f"<ul class='kubelab-output-files'>{items}{more}</ul>")
     elif job.done and files == []:

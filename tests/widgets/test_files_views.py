@@ -56,7 +56,8 @@ def test_links_appear_once_the_job_ended() -> None:
     running = outputs_html(job("Running", "waiting"), files, root="/home/jovyan", base_url="/user/alice/")
     assert "kubelab-outputs" in running and "<a " not in running
     ended = outputs_html(job("Succeeded", "collected"), files, root="/home/jovyan", base_url="/user/alice/")
-    assert "href='/user/alice/lab/tree/kubelab-runs/ddp' target='_blank'>Open the folder in the file browser" in ended
+    assert "href='/user/alice/lab/tree/kubelab-runs/ddp' target='_blank'" in ended
+    assert ">Open the folder in the file browser</a>" in ended
     assert "href='/user/alice/lab/tree/kubelab-runs/ddp/checkpoints/last.pt'" in ended
     assert "data-state='collected'" in ended and "came back into your home" in ended
 
