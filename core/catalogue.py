@@ -227,6 +227,8 @@ class JobSettings:
     namespace: str | None = None
     max_workers: int = 8
     max_runtime_seconds: int = 86400
+    #: Most ``restarts`` one job may ask for (``jobs.maxRestarts``).
+    max_restarts: int = 3
     kueue: KueueSettings = field(default_factory=KueueSettings)
     #: Platform-wide job limits (built-in defaults filled in); see :meth:`Catalogue.job_limits_for`.
     limits: JobLimits = field(default_factory=lambda: BUILTIN_JOB_LIMITS)
@@ -558,6 +560,7 @@ def parse_catalogue(raw: Any, source: str = "<catalogue>") -> Catalogue:
             namespace=jobs.get("namespace"),
             max_workers=jobs.get("maxWorkers", 8),
             max_runtime_seconds=jobs.get("maxRuntimeSeconds", 86400),
+            max_restarts=jobs.get("maxRestarts", 3),
             kueue=KueueSettings(
                 enabled=kueue.get("enabled", "auto"),
                 queues=tuple(kueue.get("queues", ())),

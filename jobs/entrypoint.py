@@ -172,6 +172,11 @@ def plan(env: Mapping[str, str], args: Sequence[str], python: str = sys.executab
         run = [python, "-m", "torch.distributed.run", f"--nproc_per_node={nprocs}"]
         if world == 1:
             run += ["--standalone", "--nnodes=1"]
+            restarts = _int(env, "KUBELAB_RESTARTS", default=0)
+            if restarts:
+                # torchrun's elastic restarts: a failed process starts again in this pod (and
+                # resumes from its checkpoint); kubelab restarts the pod only when the pod is lost.
+                run.append(f"--max-restarts={restarts}")
             launch = Launch(run + command[1:])
         else:
             master, master_port = peers[0]
@@ -469,12 +474,13 @@ def prepare_files(env: Mapping[str, str], timeout: float) -> None:
         except transfer.TransferError as e:
             raise EntrypointError(str(e)) from e
         say(f"inputs: fetched {files} file(s) ({transfer.human(size)}) from your home to the same paths")
-    output = env.get("KUBELAB_OUTPUT_DIR")
-    if output:
-        try:
-            os.makedirs(output, exist_ok=True)
-        except OSError as e:
-            say(f"outputs: cannot create {output}: {e.strerror}")
+    for name, what in (("KUBELAB_OUTPUT_DIR", "outputs"), ("KUBELAB_CHECKPOINT_DIR", "checkpoints")):
+        folder = env.get(name)
+        if folder:
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as e:
+                say(f"{what}: cannot create {folder}: {e.strerror}")
 
 
 def hand_over_outputs(env: Mapping[str, str], rank: int, code: int, timeout: float) -> None:

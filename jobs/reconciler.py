@@ -40,6 +40,7 @@ from kubelab.core.naming import (
 from kubelab.core.workqueue import WorkQueue
 from kubelab.jobs.collect import CLOSE, OUTPUTS_KEY, WAIT, collector_of, collector_step, record_for, summary_from_log
 from kubelab.jobs.explain import headline
+from kubelab.jobs.restarts import RestartDriver
 from kubelab.jobs.spec import JobStatus
 from kubelab.jobs.status import (
     STATUS_KEY,
@@ -80,6 +81,7 @@ class JobReconciler:
         self.queue = WorkQueue("jobs", self.reconcile, retry_on=TRANSIENT, workers=workers)
         self._log_waits: dict[str, int] = {}
         self._close_waits: dict[str, int] = {}
+        self.restarts = RestartDriver(service, self.queue.add_after)
 
     def start(self) -> None:
         """Start the workers and queue every job in the cache (the relist after a restart)."""
@@ -115,6 +117,8 @@ class JobReconciler:
         record = final_record(parent)
         status = service.status(parent)
         await self._reconcile_outputs(jid, parent, record is not None or status.done)
+        if await self.restarts.step(jid, parent, status, now()):
+            return  # a restart step ran (kubelab.jobs.restarts); the job is not ending
         if record is None:
             if status.phase == "Succeeded":
                 record = {"phase": "Succeeded", "finished": now(), "message": "",

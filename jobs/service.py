@@ -34,7 +34,7 @@ from kubelab.core.home import find_home_claim
 from kubelab.core.naming import ANNOTATION_GROUPS, LABEL_JOB, LABEL_USER, owner_of, user_label
 from kubelab.core.platform import STREAM_POOL_SIZE, Platform
 from kubelab.core.quota import Holding
-from kubelab.jobs import builders, policy, runtimes
+from kubelab.jobs import builders, policy, restarts, runtimes
 from kubelab.jobs.builders.collector import home_node
 from kubelab.jobs.builders.common import (
     FILES_HOME,
@@ -304,6 +304,7 @@ class JobsService:
             transfer=self.catalogue.transfer,
         )
         builders.check(spec, ctx, engine)
+        restarts.check(spec, ctx, engine, self.catalogue.jobs.max_restarts)
         return spec, ctx, engine, decision
 
     def _storage_context(self, spec: JobSpec, ctx: BuildContext) -> BuildContext:
@@ -426,6 +427,7 @@ class JobsService:
         status = build_status(parent, self.cache.of_job("pods", user, job), rank_jobs, self.cache.events,
                               engine_object=engine_object, workload=workload)
         status.latest = self.metrics.latest_values(parent["metadata"]["name"])
+        restarts.apply_restarts(status, parent)  # "Restarted 1 of 3: ...", never Failed with restarts left
         return status
 
     def _parents(self) -> Iterable[Mapping[str, Any]]:

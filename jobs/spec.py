@@ -43,6 +43,8 @@ MAX_REF_LEN = 256
 MAX_WORKERS = 1000
 MAX_GPUS_PER_WORKER = 16
 MAX_RETRIES = 10
+#: Hard upper bound of ``restarts`` (the catalogue's ``jobs.maxRestarts`` is the one in force).
+MAX_RESTARTS = 100
 MAX_PROCS_PER_WORKER = 1024
 MAX_RUNTIME_SECONDS = 366 * 24 * 3600
 #: Environment names kubelab sets itself (CONTRACT.md): a user's ``KUBELAB_RANK_OFFSET`` would fake the rank.
@@ -88,6 +90,12 @@ class JobSpec:
             only the shared volume is mounted). Ranks find it in ``KUBELAB_OUTPUT_DIR``.
         inputs: Folders or files of the home the job reads (a dataset), at the same paths; where job
             pods cannot mount the home they are fetched from it when each rank starts (docs/jobs.md).
+        restarts: How many times the whole job is started again when a rank fails for good or its
+            pod is deleted (preemption, node loss, eviction); the run resumes from its latest
+            checkpoint. At most the catalogue's ``jobs.maxRestarts``.
+        checkpoint_dir: A folder of the user's files that every rank and every restart sees (on an
+            RWX home or the shared volume); ranks find it in ``KUBELAB_CHECKPOINT_DIR`` and
+            :mod:`kubelab.jobs.checkpoint` saves and resumes there.
     """
 
     name: str
@@ -108,6 +116,8 @@ class JobSpec:
     procs_per_worker: int | None = None
     output_dir: str | None = None
     inputs: list[str] = field(default_factory=list)
+    restarts: int = 0
+    checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or len(self.name) > MAX_NAME_LEN or not _NAME.fullmatch(self.name):
@@ -132,6 +142,7 @@ class JobSpec:
         _check_int(self.workers, "workers", 1, MAX_WORKERS)
         _check_int(self.gpus_per_worker, "gpus_per_worker", 0, MAX_GPUS_PER_WORKER)
         _check_int(self.retries, "retries", 0, MAX_RETRIES)
+        _check_int(self.restarts, "restarts", 0, MAX_RESTARTS)
         if self.gpus_per_worker and not self.gpu_class:
             raise JobSpecError("gpu_class", "required when gpus_per_worker > 0")
         if not self.gpus_per_worker and self.gpu_class:
@@ -206,6 +217,10 @@ class JobSpec:
             _check_text(path, f"inputs[{i}]", MAX_PATH_LEN, field_name="inputs")
             if not path.strip():
                 raise JobSpecError("inputs", f"inputs[{i}] is empty; give a folder or file of your home")
+        if self.checkpoint_dir is not None:
+            _check_text(self.checkpoint_dir, "checkpoint_dir", MAX_PATH_LEN)
+            if not self.checkpoint_dir.strip():
+                raise JobSpecError("checkpoint_dir", "must be a folder of your files, or left out for no checkpoints")
 
     @property
     def cpu_millis(self) -> int | None:
@@ -295,6 +310,9 @@ class JobStatus:
             (:func:`kubelab.jobs.collect.outputs_status`): ``dir`` (as the user's server sees it),
             ``route`` (``direct``: written there by the ranks; ``collect``: brought into the home
             when the job ends), ``state``, ``message`` and, once collected, ``files``/``bytes``.
+        restarts: For a job with ``restarts``: ``used``, ``limit``, ``history`` (each restart's
+            ``n``, ``at``, ``rank``, ``reason``, ``resumed_from``) and ``message``
+            (``Restarted 1 of 3: pod deleted (preempted); resumed from step 120``).
     """
 
     name: str
@@ -315,6 +333,7 @@ class JobStatus:
     queue: str | None = None
     latest: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
+    restarts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:

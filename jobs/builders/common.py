@@ -450,6 +450,11 @@ def storage_env(spec: JobSpec, ctx: BuildContext) -> list[dict[str, Any]]:
         inputs = fetched_inputs(spec, ctx)
         if inputs:
             env.append({"name": "KUBELAB_INPUTS", "value": json.dumps(inputs)})
+    # Resume instead of fail (kubelab.jobs.restarts): where checkpoints go, and torchrun's restart budget.
+    if spec.checkpoint_dir is not None:
+        env.append({"name": "KUBELAB_CHECKPOINT_DIR", "value": user_path(ctx, spec.checkpoint_dir)})
+    if spec.restarts:
+        env.append({"name": "KUBELAB_RESTARTS", "value": str(spec.restarts)})
     return env
 
 

@@ -53,7 +53,8 @@ def make_jobset(spec: JobSpec, ctx: BuildContext, files_configmap: str | None = 
     meta_labels = labels(ctx.user, spec.name)
     body: dict[str, Any] = {
         "network": {"enableDNSHostnames": True, "subdomain": name, "publishNotReadyAddresses": True},
-        "failurePolicy": {"maxRestarts": spec.retries},
+        # retries and restarts alike: JobSet restarts the whole set, from the latest checkpoint.
+        "failurePolicy": {"maxRestarts": spec.retries + spec.restarts},
         "successPolicy": {"operator": "All"},
         "replicatedJobs": [{
             "name": REPLICATED_JOB,
