@@ -21,6 +21,7 @@ import pytest
 import yaml
 from harness import HubProcess  # tests/ is on sys.path: its conftest.py puts it there
 
+from kubelab.devcluster.testing import bound_claim
 from kubelab.jobs import JobClient, JobSpec, JobSpecError
 
 pytestmark = pytest.mark.integration
@@ -53,6 +54,8 @@ def jobs_hub(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(cluster.kubeconfig)))
     namespace = f"kl-nb-{secrets.token_hex(3)}"
     core.create_namespace({"metadata": {"name": namespace, "labels": {"kubelab.io/test": "true"}}})
+    # alice's home, as her first server start makes it: the job's collector mounts it (RWO homes).
+    bound_claim(core, namespace, "home-alice", "ReadWriteOnce")
     workdir = tmp_path_factory.mktemp("jobs-hub")
     catalogue = workdir / "catalogue.yaml"
     catalogue.write_text(yaml.safe_dump(CATALOGUE))
