@@ -74,11 +74,12 @@ def lab_hub(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     (workdir / "catalogue.yaml").write_text(yaml.safe_dump(CATALOGUE))
     config = textwrap.dedent(f"""
         from kubelab.core.catalogue import load_catalogue
-        from kubelab.hub_config.wiring import configure_platform
+        from kubelab.hub_config.wiring import configure_platform, configure_templates
         c.KubeSpawner.namespace = {namespace!r}
         c.Authenticator.admin_users = {{"admin"}}
-        configure_platform(c, load_catalogue({str(workdir / "catalogue.yaml")!r}),
-                           jobs_namespace={namespace!r}, rendezvous_timeout=120)
+        catalogue = load_catalogue({str(workdir / "catalogue.yaml")!r})
+        configure_platform(c, catalogue, jobs_namespace={namespace!r}, rendezvous_timeout=120)
+        configure_templates(c, catalogue)  # kubelab's home page, with its link to the jobs pages
         c.JupyterHub.authenticator_class = "dummy"
         c.DummyAuthenticator.password = "pw"
         c.Authenticator.allow_all = True
@@ -127,10 +128,12 @@ def login(browser: Any, hub: HubProcess, user: str, **context: Any) -> tuple[Any
     ctx = browser.new_context(**({"viewport": {"width": 1280, "height": 1400}} | context))
     page = ctx.new_page()
     page.goto(f"{hub.url}/hub/login")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", "pw")
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url(re.compile(r"/(hub/(spawn|home|spawn-pending)|user/)"), timeout=60000)
+    # kubelab's sign-in page shows one "Sign in with <provider>" button (for OIDC); the test hub's
+    # DummyAuthenticator takes the same form POST the stock page would send.
+    xsrf = next(c["value"] for c in ctx.cookies() if c["name"] == "_xsrf")
+    r = ctx.request.post(f"{hub.url}/hub/login", form={"username": user, "password": "pw", "_xsrf": xsrf})
+    assert r.ok, (r.status, r.text()[:300])
+    page.goto(f"{hub.url}/hub/home")
     return ctx, page
 
 
@@ -157,7 +160,9 @@ def run_first_cell(page: Any) -> None:
 CHART_POINTS = """() => {
   const fig = document.querySelector('.kubelab-chart-loss');
   if (!fig) return [];
-  return Array.from(fig.querySelectorAll('path.line')).map(p => ((p.getAttribute('d') || '').match(/[ML]/g) || []).length);
+  // One data path per rank; the legend draws short sample lines too, which are not data.
+  return Array.from(fig.querySelectorAll('.curve path.line'))
+    .map(p => ((p.getAttribute('d') || '').match(/[ML]/g) || []).length);
 }"""
 
 
@@ -179,6 +184,12 @@ def test_jupyterlab_chart_shows_each_ranks_loss_while_the_job_runs(lab_hub: HubP
         name_field = page.locator(".kubelab-launcher .widget-inline-hbox:has(label:text-is('Name')) input").first
         name_field.fill("watch-ddp")
         page.click(".kubelab-launcher button:has-text('Submit')")
+        try:
+            page.wait_for_selector(".kubelab-jobs tr[data-job='watch-ddp']", timeout=60000)
+        except Exception as e:  # noqa: BLE001 - re-raised with what the widget says
+            raise AssertionError(f"no job row; widget errors: "
+                                 f"{page.locator('.kubelab-launcher .kubelab-error').all_inner_texts()}; output: "
+                                 f"{page.locator('.jp-OutputArea').all_inner_texts()}") from e
         client = JobClient("hub", api_url=hub.api_url, token=token)
         deadline = time.monotonic() + 420
         counts: list[int] = []
@@ -293,6 +304,7 @@ def test_tensorboard_from_the_job_page(lab_hub: HubProcess, browser: Any) -> Non
         scalars = page.request.get(f"{base}/data/plugin/scalars/scalars?run=tb-ddp/rank-0&tag=loss").json()
         assert len(scalars) == 60
         page.wait_for_selector("text=loss", timeout=60000)
+        page.wait_for_timeout(3000)  # TensorBoard draws its lines after the card appears
         page.screenshot(path=str(SCREENSHOTS / "tensorboard.png"))
 
         bob_ctx, bob = login(browser, hub, "bob")
