@@ -46,6 +46,10 @@ $(VENV)/.installed: setup.py
 	$(BIN)/pip install -q --upgrade pip
 	# torch 2.13.0 is pinned so pip takes the CPU wheel that this workplace keeps on disk.
 	$(BIN)/pip install -q -e '.[test]' 'torch==2.13.0'
+	# The Katib SDK whose models the sweeps' Katib Experiments are checked against. Its own pins
+	# (protobuf<5, kubeflow-training==1.9.0) clash with tensorboard's and the engine tests', and
+	# its models need neither: it goes to a folder of its own that only tests/jobs/katib_sdk.py reads.
+	$(BIN)/pip install -q --no-deps --target $(VENV)/katib-sdk 'kubeflow-katib==0.19.0'
 	@touch $@
 
 oidc: venv
