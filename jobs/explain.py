@@ -36,6 +36,8 @@ _EXCEPTION = re.compile(r"^(?P<type>[A-Za-z_][\w.]*(Error|Exception|Exit|Interru
 _CANT_OPEN = re.compile(r"can't open file (?P<rest>.+)$")
 _NO_MODULE = re.compile(r"No module named (?P<module>\S+)")
 _PEER = re.compile(r"peer (?P<peer>\S+) (was unreachable for|did not resolve within) (?P<seconds>\d+)s")
+# The kubelet's eviction message (eviction_manager.go, emptyDirLimitEviction).
+_EVICTED_VOLUME = re.compile(r'Usage of EmptyDir volume "(?P<volume>scratch|outputs)" exceeds the limit "(?P<limit>[^"]+)"')
 _LAUNCHER_PREFIXES = ("kubelab-entrypoint:", "Setting OMP_NUM_THREADS environment variable",
                       "*****************************************")
 
@@ -178,6 +180,19 @@ def explain(job: Any) -> Explanation | None:
             who = f"Rank {rank_of(rank, text)}" if rank_of(rank, text) is not None else "A rank"
             return Explanation("oom", f"{who} ran out of memory (OOMKilled): it used more than its memory limit; "
                                "ask for more memory per worker, or use a smaller batch or model.", rank_of(rank, text))
+    for rank, text in texts:
+        # The kubelet's eviction of a rank over its emptyDir sizeLimit (jobs/builders/common.py volumes).
+        match = _EVICTED_VOLUME.search(text)
+        if match:
+            r = rank_of(rank, text)
+            who = f"Rank {r}" if r is not None else "A rank"
+            if match.group("volume") == "outputs":
+                return Explanation("outputs-full", f"{who} wrote more outputs than the job may bring back into your "
+                                   f"home ({match.group('limit')}, storage.transfer.maxOutputSize) and was stopped; "
+                                   "keep fewer or smaller checkpoints, or use a shared volume.", r)
+            return Explanation("scratch-full", f"{who} filled its scratch space ({match.group('limit')}: /tmp, and "
+                               "its home folder where your home is not mounted) and was stopped; write large files "
+                               "to KUBELAB_OUTPUT_DIR or a shared volume, or ask for a larger storage.scratch.size.", r)
     for rank, text in texts:
         if any(k in text for k in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "Failed to pull image",
                                    "ErrImageNeverPull")):

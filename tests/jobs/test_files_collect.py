@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from kubelab.jobs.collect import CLOSE, RECORD, WAIT, collector_step, outputs_status, record_for, summary_from_log
-from kubelab.jobs.spec import JobSpec, JobSpecError
+from kubelab.jobs.explain import explain
+from kubelab.jobs.spec import JobSpec, JobSpecError, JobStatus, RankStatus
 
 DIR = "/home/jovyan/kubelab-runs/ddp"
 
@@ -103,3 +104,20 @@ def test_spec_shapes(fields: dict[str, Any], field: str, match: str) -> None:
     with pytest.raises(JobSpecError, match=match) as err:
         JobSpec(name="x", script="t.py", **fields)
     assert err.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("event", "kind", "says"),
+    [
+        ('rank 1: Evicted: Usage of EmptyDir volume "scratch" exceeds the limit "10Gi". ', "scratch-full",
+         "Rank 1 filled its scratch space (10Gi: /tmp"),
+        ('rank 0: Evicted: Usage of EmptyDir volume "outputs" exceeds the limit "2Gi". ', "outputs-full",
+         "Rank 0 wrote more outputs than the job may bring back into your home (2Gi"),
+    ],
+    ids=["scratch", "outputs"],
+)
+def test_a_rank_evicted_for_its_files_is_said_in_plain_words(event: str, kind: str, says: str) -> None:
+    job = JobStatus(name="ddp", user="alice", framework="pytorch", workers=2, phase="Failed",
+                    ranks=[RankStatus(rank=0, phase="Failed"), RankStatus(rank=1, phase="Failed")], events=[event])
+    why = explain(job)
+    assert why is not None and why.kind == kind and why.sentence.startswith(says), why
