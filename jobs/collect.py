@@ -126,8 +126,8 @@ def outputs_status(parent: Mapping[str, Any], pods: Iterable[Mapping[str, Any]],
     out: dict[str, Any] = {"dir": folder, "route": route}
     if route != "collect":
         out["state"] = "written" if job_done else "writing"
-        out["message"] = (f"The ranks write their outputs to {folder}, which your server sees"
-                          + (" (the job has ended)." if job_done else " as they write them."))
+        out["message"] = (f"The ranks wrote their outputs to {folder}; your server sees them there." if job_done
+                          else f"The ranks write their outputs to {folder}; your server sees them as they are written.")
         return out
     result = recorded(parent)
     collector = collector_of(pods)
