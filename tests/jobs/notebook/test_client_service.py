@@ -134,9 +134,12 @@ def test_two_worker_ddp_on_the_cluster_matches_local_processes(alice: JobClient,
     # commutes exactly) on the same CPU: the losses should agree to the bit. 1e-6 relative leaves
     # room only for a different CPU code path (e.g. AVX width) between the pod and this process.
     assert here[0] == pytest.approx(cluster[0], rel=1e-6)
-    local.cancel("ddp")
+    local.delete("ddp")
 
+    # History: cancelling a job that ended changes nothing; it stays listed until deleted.
     alice.cancel("ddp")
+    assert alice.get("ddp").phase == "Succeeded"
+    alice.delete("ddp")
     with pytest.raises(KeyError, match="no job 'ddp'"):
         alice.get("ddp")
 
