@@ -35,6 +35,11 @@ COMPONENT_RANK = "rank"
 #: A job's metrics (ConfigMap ``<job id>-metrics``) and its ingest token (Secret ``<job id>-metrics-token``).
 COMPONENT_METRICS = "job-metrics"
 COMPONENT_METRICS_TOKEN = "job-metrics-token"
+#: A hyperparameter sweep (``kubelab.jobs.sweeps``): its record ConfigMap, the Secret holding its
+#: template's env values, and the label that names the sweep on each trial's parent.
+COMPONENT_SWEEP = "sweep"
+COMPONENT_SWEEP_ENV = "sweep-env"
+LABEL_SWEEP = "kubelab.io/sweep"
 #: sha256 (hex) of a job's metrics ingest token, on its parent; the token itself is only in the Secret.
 ANNOTATION_METRICS_TOKEN_SHA = "kubelab.io/metrics-token-sha256"
 #: The groups a pod's owner belonged to at launch (comma separated). Group quotas are counted
@@ -246,6 +251,12 @@ def metrics_configmap_name(job_id: str) -> str:
 def metrics_secret_name(job_id: str) -> str:
     """The Secret holding a job's metrics ingest token (owned by the job's parent)."""
     return f"{job_id}-metrics-token"
+
+
+def sweep_record_name(sweep_id: str) -> str:
+    """The ConfigMap recording a sweep (``sweep_id`` is ``job_id(user, sweep name)``): its spec, its
+    trials' results, and the owner of every trial's parent."""
+    return f"{sweep_id}-sweep"
 
 
 def collector_name(job_id: str) -> str:

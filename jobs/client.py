@@ -26,6 +26,7 @@ from kubelab.jobs.backends.base import JobBackend
 from kubelab.jobs.backends.hub import HubBackend
 from kubelab.jobs.backends.local import LocalBackend
 from kubelab.jobs.spec import JobSpec, JobStatus
+from kubelab.jobs.sweeps import SweepSpec, SweepStatus
 
 BACKENDS = ("auto", "hub", "local")
 
@@ -171,3 +172,80 @@ class JobClient:
                     f"job {name!r} still {status.phase} after {timeout:g} s"
                     + (f" ({status.message})" if status.message else "")
                 )
+
+    # -- sweeps (kubelab.jobs.sweeps; docs/jobs.md, Sweeps) ------------------------------------
+
+    def sweep(self, spec: JobSpec | Mapping[str, Any], space: Mapping[str, Any], objective: str | Mapping[str, Any],
+              trials: int | None = None, parallel: int = 2, *, name: str | None = None, algorithm: str | None = None,
+              seed: int = 0, early_stopping: Mapping[str, Any] | None = None) -> SweepStatus:
+        """Run a hyperparameter sweep: trials of ``spec`` over ``space``, ``parallel`` at a time.
+
+        Example::
+
+            from kubelab.jobs import sweeps
+            client.sweep(JobSpec(name="lr", script="train.py"),
+                         space={"lr": sweeps.loguniform(1e-4, 1e-1), "batch": sweeps.grid(32, 64)},
+                         objective=sweeps.minimize("loss"), trials=6, parallel=2)
+
+        Args:
+            spec: The job every trial runs (its name is the sweep's, unless ``name`` is given).
+            space: Parameter name → ``sweeps.grid(...)``, ``choice``, ``uniform``, ``loguniform``
+                (``sweeps.env(...)`` sets it in the environment instead of ``--name=value``).
+            objective: A metric the script logs with ``kubelab.jobs.metrics.log`` (minimised), or
+                ``sweeps.minimize(...)``/``sweeps.maximize(...)``.
+            trials: How many trials; default every point of a grid, or 10.
+            parallel: How many run at once; trials the quota has no room for wait their turn.
+            algorithm: ``grid`` or ``random``; default grid when every parameter is a grid axis.
+            early_stopping: ``{"rule": "median"}`` stops trials worse than the median of the completed.
+
+        Raises:
+            JobSpecError: A field is refused (``.field`` names it, e.g. ``space.lr.min``).
+            PermissionError: A trial could never run (policy, or a quota it exceeds alone).
+            RuntimeError: The backend runs no sweeps, or failed.
+        """
+        job = spec.to_dict() if isinstance(spec, JobSpec) else dict(spec)
+        sweep_name = name or str(job.get("name") or "")
+        job.pop("name", None)
+        body = {"name": sweep_name, "job": job, "space": dict(space), "objective": objective, "trials": trials,
+                "parallel": parallel, "algorithm": algorithm, "seed": seed,
+                "early_stopping": dict(early_stopping) if early_stopping is not None else None}
+        checked = SweepSpec.from_dict(body)  # the same checks as the service's, before any request
+        self.backend.check_script(checked.trial_spec(0, checked.plan()[0]))
+        return SweepStatus.from_dict(self.backend.sweep(body))
+
+    def sweeps(self, all_users: bool = False) -> list[SweepStatus]:
+        """Your sweeps, newest first."""
+        return [SweepStatus.from_dict(s) for s in self.backend.sweeps(all_users=all_users)]
+
+    def get_sweep(self, name: str) -> SweepStatus:
+        """One sweep: its trials (parameters, phase, objective) and the best so far.
+
+        Raises:
+            KeyError: You have no sweep of that name.
+        """
+        return SweepStatus.from_dict(self.backend.get_sweep(name))
+
+    def wait_sweep(self, name: str, timeout: float | None = None) -> SweepStatus:
+        """Wait until the sweep ended (Succeeded, Failed or Cancelled) and return it.
+
+        Raises:
+            TimeoutError: Still running after ``timeout`` seconds.
+            KeyError: You have no sweep of that name.
+        """
+        start = time.monotonic()
+        while True:
+            left = None if timeout is None else timeout - (time.monotonic() - start)
+            status = SweepStatus.from_dict(self.backend.get_sweep(name, 30 if left is None else max(0, min(30, left))))
+            if status.done:
+                return status
+            if left is not None and time.monotonic() - start >= timeout:
+                raise TimeoutError(f"sweep {name!r} still {status.phase} after {timeout:g} s")
+
+    def cancel_sweep(self, name: str) -> SweepStatus:
+        """Stop the sweep: every trial's objects are removed; its results stay until :meth:`delete_sweep`."""
+        return SweepStatus.from_dict(self.backend.cancel_sweep(name))
+
+    def delete_sweep(self, name: str) -> None:
+        """Remove the sweep with everything it made."""
+        self.backend.delete_sweep(name)
+

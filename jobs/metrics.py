@@ -208,6 +208,9 @@ class Recorder:
         self._reported = 0  # dropped points already announced to the service
         self._warned: set[str] = set()
         self._thread: threading.Thread | None = None
+        #: Also print ``name=value`` lines on stdout: a Katib trial's StdOut collector reads them
+        #: (``KUBELAB_METRICS_STDOUT=1``, set only in a Katib Experiment's trial template).
+        self.echo = os.environ.get("KUBELAB_METRICS_STDOUT") == "1"
         if start and sink is not None:
             self._thread = threading.Thread(target=self._run, name="kubelab-metrics", daemon=True)
             self._thread.start()
@@ -233,6 +236,8 @@ class Recorder:
                 ok = False
                 continue
             points.append([name, step, number])
+        if self.echo and points:
+            print(" ".join(f"{n}={v!r}" for n, _s, v in points), flush=True)
         if self.sink is None or not points:
             return ok
         with self._lock:

@@ -23,6 +23,9 @@ from kubelab.jobs.handlers import handlers
 from kubelab.jobs.metrics_handlers import metrics_handlers
 from kubelab.jobs.pages import page_handlers, template_paths
 from kubelab.jobs.service import JobsService
+from kubelab.jobs.sweep_handlers import sweep_handlers
+from kubelab.jobs.sweep_pages import sweep_page_handlers
+from kubelab.jobs.sweep_reconciler import SweepService
 
 SCOPES = {
     JOBS_SCOPE: {"description": "Submit, list, watch and cancel your own kubelab training jobs."},
@@ -64,8 +67,11 @@ def configure_jobs(c: Config, platform: Platform, *, namespace: str | None = Non
     """
     service = JobsService(platform, namespace or jobs_namespace(c, platform), **service_kwargs)
     platform.add(service)
+    sweeps = SweepService(platform, service)  # after the jobs service: it starts once that one has
+    platform.add(sweeps)
     existing = list(c.JupyterHub.extra_handlers) if "extra_handlers" in c.JupyterHub else []
-    c.JupyterHub.extra_handlers = existing + handlers(service) + metrics_handlers(service) + page_handlers(service)
+    c.JupyterHub.extra_handlers = (existing + handlers(service) + metrics_handlers(service) + page_handlers(service)
+                                   + sweep_handlers(service, sweeps) + sweep_page_handlers(service, sweeps))
     # The jobs pages (/hub/kubelab/jobs) are rendered from the hub's own templates.
     c.JupyterHub.template_paths = template_paths(c.JupyterHub.template_paths if "template_paths" in c.JupyterHub
                                                  else [])

@@ -330,11 +330,14 @@ class JobsService:
         return ctx
 
     async def submit(self, user: str, groups: Iterable[str], body: Any, *,
-                     metrics_api_url: str | None = None) -> JobStatus:
+                     metrics_api_url: str | None = None, owner: Mapping[str, Any] | None = None,
+                     owner_labels: Mapping[str, str] | None = None) -> JobStatus:
         """Check and create a job; on any failure, delete what was created.
 
         With ``metrics_api_url`` (the hub API URL job pods reach, as notebooks do) every rank
         gets the job's metrics ingest URL and a fresh per-job token (``docs/jobs.md``, Metrics).
+        ``owner`` (an ownerReference) and ``owner_labels`` go on the job's parent: a sweep's
+        trial is owned by the sweep's record from its creation on (:mod:`kubelab.jobs.sweep_reconciler`).
 
         The quota is reserved for exactly as long as it takes to create the job's record; from
         then on the record itself holds the GPUs (:meth:`holdings`) until the job ends.
@@ -377,7 +380,11 @@ class JobsService:
         async with self.platform.ledger.reserve(user, groups, gpus=spec.total_gpus, what=f"job '{spec.name}'",
                                                 check=within_totals):
             try:
-                parent = await self.api.create(builders.make_parent(spec, ctx, engine))
+                record = builders.make_parent(spec, ctx, engine)
+                if owner is not None:
+                    record["metadata"]["ownerReferences"] = [dict(owner)]
+                    record["metadata"]["labels"].update(owner_labels or {})
+                parent = await self.api.create(record)
             except AlreadyExists as e:
                 raise JobExists(f"job '{spec.name}' already exists; cancel it first or pick another name") from e
             # No await between this and the end of the reservation: the record takes over the hold.

@@ -55,8 +55,9 @@ MAX_TRIALS = 200
 MAX_PARALLEL = 50
 #: Trials of a random sweep that names no number.
 DEFAULT_RANDOM_TRIALS = 10
-#: A sweep's name leaves room for ``-<index>`` in its trials' job names (``MAX_NAME_LEN``).
-MAX_SWEEP_NAME = MAX_NAME_LEN - 4
+#: A sweep's name leaves room for ``-<index>`` in its trials' job names (``MAX_NAME_LEN``), and
+#: for ``-<6 hex>`` in its Katib Experiment's, which Katib caps at 40 characters (its webhook).
+MAX_SWEEP_NAME = min(MAX_NAME_LEN - 4, 40 - 7)
 _SWEEP_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _ARG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -250,7 +251,7 @@ class SweepSpec:
     """A sweep, as a user describes it; checks itself (every refusal names its field).
 
     Attributes:
-        name: DNS label of at most 36 characters; trials are the jobs ``<name>-<index>``.
+        name: DNS label of at most 33 characters; trials are the jobs ``<name>-<index>``.
         job: The template: :class:`~kubelab.jobs.spec.JobSpec` fields of every trial (its
             ``name`` is ignored).
         space: Parameter name → parameter (see the module's docstring).

@@ -147,3 +147,34 @@ class JobBackend(abc.ABC):
                 yield {"done": True, "seq": seq}
                 return
             time.sleep(max(0.0, poll - (time.monotonic() - started)))
+
+    # -- sweeps (kubelab.jobs.sweeps): they run in the hub, where the quota and the trials' record are
+
+    def sweep(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a sweep from its JSON (a ``SweepSpec``); the answer is its ``SweepStatus`` JSON.
+
+        Raises:
+            RuntimeError: This backend runs no sweeps (only the hub's jobs service does).
+        """
+        raise RuntimeError(f"{type(self).__name__} runs no sweeps: sweeps run in the hub's jobs service "
+                           "(JobClient('hub'), in a notebook of the hub)")
+
+    def sweeps(self, all_users: bool = False) -> list[dict[str, Any]]:
+        """Every sweep of the user (``SweepStatus`` JSON), newest first."""
+        raise RuntimeError(f"{type(self).__name__} runs no sweeps")
+
+    def get_sweep(self, name: str, wait: float = 0) -> dict[str, Any]:
+        """One sweep's status (``wait``: up to that many seconds for it to end).
+
+        Raises:
+            KeyError: No such sweep.
+        """
+        raise RuntimeError(f"{type(self).__name__} runs no sweeps")
+
+    def cancel_sweep(self, name: str) -> dict[str, Any]:
+        """Stop the sweep's trials and remove their objects; its results stay."""
+        raise RuntimeError(f"{type(self).__name__} runs no sweeps")
+
+    def delete_sweep(self, name: str) -> dict[str, Any]:
+        """Remove the sweep with everything it made."""
+        raise RuntimeError(f"{type(self).__name__} runs no sweeps")

@@ -307,6 +307,40 @@ class HubBackend(JobBackend):
                 response.close()
             time.sleep(pause)
 
+    # -- sweeps --------------------------------------------------------------------------------
+
+    def sweep(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a sweep (``POST sweeps``).
+
+        Raises:
+            JobSpecError: A field is refused (400), or the name is taken (409).
+            PermissionError: One trial could never run (403).
+            RuntimeError: The service failed or could not be reached.
+        """
+        return self._request("POST", "sweeps", json=body).json()
+
+    def sweeps(self, all_users: bool = False) -> list[dict[str, Any]]:
+        """Every sweep of the user (``GET sweeps``)."""
+        return self._request("GET", "sweeps", params={"all": "1"} if all_users else None).json().get("sweeps", [])
+
+    def get_sweep(self, name: str, wait: float = 0) -> dict[str, Any]:
+        """One sweep (``GET sweeps/{name}[?wait=s]``).
+
+        Raises:
+            KeyError: No such sweep for this user.
+        """
+        wait = max(0, min(int(wait), MAX_WAIT_SECONDS))
+        path = f"sweeps/{quote(name, safe='')}" + (f"?wait={wait}" if wait else "")
+        return self._request("GET", path, timeout=self.timeout + wait).json()
+
+    def cancel_sweep(self, name: str) -> dict[str, Any]:
+        """Stop the sweep (``POST sweeps/{name}/cancel``)."""
+        return self._request("POST", f"sweeps/{quote(name, safe='')}/cancel").json()
+
+    def delete_sweep(self, name: str) -> dict[str, Any]:
+        """Remove the sweep (``DELETE sweeps/{name}``)."""
+        return self._request("DELETE", f"sweeps/{quote(name, safe='')}").json()
+
     # -- helpers ------------------------------------------------------------------------------
 
     def _files_for(self, spec: JobSpec) -> dict[str, str] | None:

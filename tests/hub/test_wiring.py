@@ -72,7 +72,7 @@ def test_configure_platform_hands_one_platform_to_spawner_and_jobs() -> None:
     assert availability_routes and all(h[2]["platform"] is platform for h in availability_routes)
     # The service is a platform component: it starts with the hub, not on the first request.
     # So is the GPU accounting (issue 15), attached to the cluster cache before its first LIST.
-    assert [component.name for component in platform._components] == ["jobs", "gpu-accounting"]
+    assert [component.name for component in platform._components] == ["jobs", "sweeps", "gpu-accounting"]
     assert JOBS_SCOPE in c.JupyterHub.custom_scopes
     # Members of the provider's admin groups see every user's jobs.
     (admin_role,) = [r for r in c.JupyterHub.load_roles if "custom:kubelab:jobs-admin" in r["scopes"]]

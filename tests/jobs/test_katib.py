@@ -33,7 +33,7 @@ LABELS = {"app.kubernetes.io/managed-by": "kubelab", "kubelab.io/user": "alice",
 def experiment(**kw: Any) -> dict[str, Any]:
     sweep = sweeps.SweepSpec(**{"name": "lr", "job": TEMPLATE, "objective": "loss", "trials": 6, "parallel": 2, **kw})
     trial_job = plain.make_rank_job(sweeps.trial_template_spec(sweep), CTX, 0)
-    return sweeps.make_experiment(sweep, trial_job, name="lr-3f2a1c-sweep", namespace="jobs", labels=LABELS,
+    return sweeps.make_experiment(sweep, trial_job, name=job_id("alice", "lr"), namespace="jobs", labels=LABELS,
                                   owner={"apiVersion": "v1", "kind": "ConfigMap", "name": "lr-3f2a1c-sweep",
                                          "uid": "0f6b"})
 
@@ -48,6 +48,8 @@ RANDOM = {"space": {"lr": sweeps.loguniform(1e-4, 1e-1), "WARMUP": sweeps.env(sw
 def katib_rules(exp: dict[str, Any]) -> list[str]:
     """The admission webhook's checks that kubelab's objects can meet or miss (its error words)."""
     errors = []
+    if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", exp["metadata"]["name"]) or len(exp["metadata"]["name"]) > 40:
+        errors.append("name must consist of lower case alphanumeric characters or '-', at most 40 characters")
     spec = exp["spec"]
     if spec["objective"]["type"] not in ("minimize", "maximize"):
         errors.append("objective.type must be minimize or maximize")

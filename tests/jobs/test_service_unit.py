@@ -37,7 +37,9 @@ def test_configure_hub_merges_scopes_roles_and_handlers() -> None:
         f"/api/kubelab/jobs/({_NAME})/logs", f"/api/kubelab/jobs/({_NAME})/cancel",
         f"/api/kubelab/jobs/({_NAME})/metrics", f"/api/kubelab/jobs/({_NAME})/metrics/ingest",
         "/kubelab/jobs/?", "/kubelab/jobs/([^/]+)/([a-z0-9-]+)/?", "/kubelab/jobs/([^/]+)/([a-z0-9-]+)/logs",
-        "/kubelab/jobs/([^/]+)/([a-z0-9-]+)/cancel"]
+        "/kubelab/jobs/([^/]+)/([a-z0-9-]+)/cancel", "/api/kubelab/sweeps", f"/api/kubelab/sweeps/({_NAME})",
+        f"/api/kubelab/sweeps/({_NAME})/cancel", "/kubelab/sweeps/?", "/kubelab/sweeps/([^/]+)/([a-z0-9-]+)/?",
+        "/kubelab/sweeps/([^/]+)/([a-z0-9-]+)/cancel"]
     assert str(TEMPLATES_DIR) in c.JupyterHub.template_paths  # the jobs pages' templates
     assert set(c.JupyterHub.custom_scopes) == {"custom:other", JOBS_SCOPE, ADMIN_SCOPE}
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
@@ -45,7 +47,8 @@ def test_configure_hub_merges_scopes_roles_and_handlers() -> None:
     assert roles["server"]["scopes"] == ["users:activity!user", "access:servers!server", JOBS_SCOPE]
     assert roles["kubelab-jobs-admin"]["users"] == ["root"] and roles["kubelab-jobs-admin"]["groups"] == ["admins"]
     assert roles["kubelab-jobs-admin"]["scopes"] == [JOBS_SCOPE, ADMIN_SCOPE]
-    assert platform._components == [service], "the service starts with the platform, not on a first request"
+    # Both start with the platform, not on a first request; the sweeps after the jobs they drive.
+    assert [c.name for c in platform._components] == ["jobs", "sweeps"] and platform._components[0] is service
 
 
 def test_configure_hub_namespace_from_the_catalogue_wins() -> None:

@@ -3,6 +3,8 @@ the median rule, the ranking; every refusal names its field."""
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import statistics
 from typing import Any
@@ -11,6 +13,8 @@ import pytest
 
 from kubelab.jobs import sweeps
 from kubelab.jobs.spec import JobSpecError
+from kubelab.jobs.sweep_pages import best_so_far, sweep_chart_svg
+from kubelab.jobs.sweep_reconciler import is_sweep_record, make_env_record, make_record
 
 JOB = {"framework": "replicas", "script": "train.py", "args": ["--epochs", "3"]}
 
@@ -47,7 +51,7 @@ def sweep(**kw: Any) -> sweeps.SweepSpec:
     ({"early_stopping": {"rule": "curve"}}, "early_stopping.rule", "allowed: median"),
     ({"job": {**JOB, "workers": 0}}, "job.workers", r"an integer in 1\.\.1000"),
     ({"job": {**JOB, "gpu": 1}}, "job.gpu", "unknown field"),
-    ({"name": "a" * 37}, "name", "at most 36 characters"),
+    ({"name": "a" * 34}, "name", "at most 33 characters"),
     ({"bogus": 1}, "bogus", "unknown field; allowed fields: name, job, space"),
 ], ids=["empty-space", "inverted-range", "empty-range", "log-of-zero", "unknown-type", "min-not-a-number",
         "max-infinite", "no-values", "value-twice", "unknown-key", "bad-target", "reserved-env", "bad-arg-name",
@@ -138,3 +142,27 @@ def test_thin_keeps_the_ends() -> None:
     points = [(s, float(s)) for s in range(1000)]
     kept = sweeps.thin(points, 50)
     assert len(kept) == 50 and kept[0] == [0, 0.0] and kept[-1] == [999, 999.0]
+
+
+def test_the_record_keeps_env_names_and_the_secret_the_values() -> None:
+    s = sweep(job={**JOB, "env": {"WANDB_KEY": "secret-value"}})
+    record = make_record(s, "alice", ["gpu-users"], "jobs", "http://hub/hub/api", "kubelab")
+    assert "secret-value" not in json.dumps(record) and is_sweep_record(record)
+    assert json.loads(record["data"]["sweep.json"])["job"]["env_names"] == ["WANDB_KEY"]
+    assert record["metadata"]["labels"]["kubelab.io/sweep"] == "lr"
+    secret = make_env_record(s, "alice", "jobs", {"apiVersion": "v1", "kind": "ConfigMap", "name": "r", "uid": "u"})
+    assert secret is not None and secret["metadata"]["ownerReferences"][0]["name"] == "r"
+    assert base64.b64decode(secret["data"]["WANDB_KEY"]).decode() == "secret-value"
+
+
+def test_the_sweep_chart_draws_each_trial_and_the_best_so_far() -> None:
+    values = [0.5, None, 0.7, 0.2, 0.3]
+    trials = [sweeps.TrialStatus(i, f"lr-{i}", {}, "Succeeded", v) for i, v in enumerate(values)]
+    status = sweeps.SweepStatus("lr", "alice", {"metric": "loss", "goal": "minimize"}, "random", 6, 2,
+                                trials=trials, best=3)
+    assert best_so_far(trials, "minimize") == [(0, 0.5), (2, 0.5), (3, 0.2), (4, 0.2)]
+    svg = sweep_chart_svg(status)
+    assert svg.count("class='kubelab-trial'") == 4 and "data-points='4'" in svg
+    assert "best 0.2 (trial 3)" in svg
+    empty = sweeps.SweepStatus("lr", "alice", {"metric": "loss", "goal": "minimize"}, "random", 6, 2)
+    assert "No trial has reported loss yet" in sweep_chart_svg(empty)
