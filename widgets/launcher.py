@@ -39,6 +39,7 @@ from kubelab.jobs.client import JobClient
 from kubelab.jobs.explain import user_lines
 from kubelab.jobs.spec import FRAMEWORKS, JobSpec, JobSpecError, JobStatus
 from kubelab.widgets.charts import MetricCharts, MetricSeries
+from kubelab.widgets.sweeps import SweepPanel
 from kubelab.widgets.views import (
     default_image_for,
     gpu_class_label,
@@ -120,6 +121,7 @@ class JobLauncher:
         self.client = client or JobClient(backend, **backend_options)
         self.refresh_interval = refresh_interval
         self.max_refresh_interval = max_refresh_interval
+        self._auto_refresh = auto_refresh
         self.options: dict[str, Any] = {}
         self.jobs: list[JobStatus] = []
         self.last_error: str = ""
@@ -181,6 +183,7 @@ class JobLauncher:
         self._log_generation += 1
         self._metrics_generation += 1
         if self._widgets is not None:
+            self.sweep_panel.close()
             self.widget.close()
 
     # -- building the widgets -----------------------------------------------------------------
@@ -250,9 +253,14 @@ class JobLauncher:
             *([self.charts.box] if self.charts is not None else []),
             widgets.HBox([widgets.HTML("<b>Log</b>&nbsp;"), self.log_filter]), self.logs_view,
         ])
-        self.widget = widgets.VBox([
+        jobs_view = widgets.VBox([
             form, widgets.HTML("<h4>Your jobs</h4>"), jobs, widgets.HTML("<h4>Job</h4>"), detail,
         ])
+        # The Sweep tab (kubelab.widgets.sweeps): trials of the job this form describes.
+        self.sweep_panel = SweepPanel(widgets, self.client, self.spec_from_form, self._run,
+                                      auto_refresh=self._auto_refresh)
+        self.widget = widgets.Tab(children=[jobs_view, self.sweep_panel.box], titles=("Jobs", "Sweep"))
+        self.widget.observe(self._on_tab, names="selected_index")
         self.widget.add_class("kubelab-launcher")
 
     def _fill_form(self) -> None:
@@ -388,6 +396,10 @@ class JobLauncher:
     def _on_delete(self, _button: Any = None) -> None:
         self._run(self.delete_button, self._delete_selected)
         self._update_buttons()
+
+    def _on_tab(self, change: dict[str, Any]) -> None:
+        if change.get("new") == 1:  # the Sweep tab: its list of sweeps, fresh
+            self._run(None, self.sweep_panel.list_sweeps)
 
     def _update_buttons(self) -> None:
         """Cancel only a job that still runs; delete any chosen job."""
