@@ -149,8 +149,18 @@ class ClusterCache:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError("condition not met in time")
-            changes = [asyncio.shield(i.changed()) for i in self.informers]
-            await asyncio.wait(changes, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            # asyncio.wait neither cancels nor consumes these futures: the informers complete them
+            await asyncio.wait([i.changed() for i in self.informers], timeout=remaining,
+                               return_when=asyncio.FIRST_COMPLETED)
+
+    async def wait_for_pod(self, key: str, predicate: Callable[[PodInfo | None], Any],
+                           timeout: float | None = None) -> Any:
+        """Wait until ``predicate(pod)`` is truthy for the pod ``namespace/name``, woken only by its changes.
+
+        Raises:
+            TimeoutError: Not truthy within ``timeout`` seconds.
+        """
+        return await self.pod_informer.wait_for_key(key, predicate, timeout)
 
     def apply(self, kind: str, event_type: str, raw: Mapping[str, Any]) -> None:
         """Apply one ADDED/MODIFIED/DELETED object of ``kind`` (``nodes``/``pods``)."""

@@ -50,10 +50,12 @@ class HomeChoice:
     Attributes:
         claim: PVC name.
         legacy: True when it is a home kept from kubelab 0.1's naming.
+        exists: Whether the claim exists already (False: the spawner creates it at the first start).
     """
 
     claim: str
     legacy: bool = False
+    exists: bool = False
 
 
 def choose_home_claim(username: str, found: Mapping[str, Mapping[str, str] | None]) -> HomeChoice:
@@ -78,9 +80,9 @@ def choose_home_claim(username: str, found: Mapping[str, Mapping[str, str] | Non
     legacy = legacy_home_claim_name(username)
     current_annotations = found.get(current)
     if current_annotations is not None and owner_of(current_annotations) in (None, username):
-        return HomeChoice(current)
+        return HomeChoice(current, exists=True)
     if legacy is not None and found.get(legacy) is not None and owner_of(found[legacy]) == username:
-        return HomeChoice(legacy, legacy=True)
+        return HomeChoice(legacy, legacy=True, exists=True)
     if current_annotations is not None:
         raise HomeClaimError(
             409,

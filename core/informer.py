@@ -138,6 +138,8 @@ class Informer(Generic[T]):
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
         self._changed: asyncio.Future[None] | None = None
+        # key → a future completed at the next change of that one object (or at a relist)
+        self._key_changed: dict[str, asyncio.Future[None]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -210,6 +212,33 @@ class Informer(Generic[T]):
             except TimeoutError:
                 continue  # re-check once more, then raise
 
+    async def wait_for_key(self, key: str, predicate: Callable[[T | None], Any], timeout: float | None = None) -> Any:
+        """Wait until ``predicate(store.get(key))`` is truthy, re-checking only when that object changes.
+
+        A spawn waiting for its own pod is woken by its pod's events alone, not by every event of
+        the cluster: with thousands of pods, :meth:`wait_for` would re-run every waiter's check
+        on every change.
+
+        Raises:
+            TimeoutError: Not truthy within ``timeout`` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            value = predicate(self.store.get(key))
+            if value:
+                return value
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"informer {self.name}: {key}: condition not met in {timeout} s")
+            future = self._key_changed.get(key)
+            if future is None or future.done():
+                future = self._key_changed[key] = loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(future), remaining)
+            except TimeoutError:
+                continue  # re-check once more, then raise
+
     def changed(self) -> asyncio.Future[None]:
         """A future that completes at the next change of the store."""
         if self._changed is None or self._changed.done():
@@ -233,6 +262,9 @@ class Informer(Generic[T]):
             new = self.store[key] = self._transform(raw)
             self._index(key, new)
         self._notify(event_type, new, old)
+        waiter = self._key_changed.pop(key, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         return new
 
     def _replace(self, items: Iterable[Mapping[str, Any]]) -> None:
@@ -246,6 +278,10 @@ class Informer(Generic[T]):
             self._index(key, store[key])
         self.store = store
         self._notify("RELIST", None, None)
+        waiters, self._key_changed = self._key_changed, {}
+        for waiter in waiters.values():  # any object may have changed: every waiter re-checks
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _index(self, key: str, item: T) -> None:
         for name, func in self._index_funcs.items():

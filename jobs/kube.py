@@ -178,25 +178,6 @@ class JobsApi:
             raise RuntimeError(f"delete {what}: {e.status} {e.reason}") from e
         return True
 
-    async def claim_exists(self, name: str) -> bool:
-        """Whether the PVC ``name`` exists in the namespace.
-
-        Raises:
-            RuntimeError: The API server kept failing, or refused (not 404).
-        """
-        async def call() -> Any:
-            return await checked(await self.core.read_namespaced_persistent_volume_claim(
-                name, self.namespace, _preload_content=False))
-
-        try:
-            resp = await with_retries(call, f"read PersistentVolumeClaim {self.namespace}/{name}")
-        except ApiException as e:
-            if e.status == 404:
-                return False
-            raise RuntimeError(f"read PersistentVolumeClaim {self.namespace}/{name}: {e.status} {e.reason}") from e
-        resp.release()
-        return True
-
     async def patch_configmap_data(self, name: str, data: Mapping[str, str]) -> None:
         """Merge ``data`` into ConfigMap ``name`` (the job's record).
 

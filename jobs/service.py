@@ -51,7 +51,7 @@ from kubelab.jobs.metrics_service import MetricsConfigMaps, MetricsHub, ingest_u
 from kubelab.jobs.reconciler import JobReconciler, now
 from kubelab.jobs.spec import FRAMEWORKS, JobSpec, JobSpecError, JobStatus
 from kubelab.jobs.sshkeys import new_ssh_auth
-from kubelab.jobs.status import STATUS_KEY, build_status, final_record, is_job_record, latest, pod_rank
+from kubelab.jobs.status import STATUS_KEY, build_status, final_record, is_job_record, job_spec, latest, pod_rank
 
 log = logging.getLogger("kubelab.jobs.service")
 
@@ -211,26 +211,33 @@ class JobsService:
         """GPUs of live jobs that their active pods do not (yet) request: queued or starting ranks.
 
         Ended jobs hold nothing, whether or not their record is written yet; pods are counted by
-        the ledger itself, so a running job is counted once.
+        the ledger itself, so a running job is counted once. The quota check calls this on every
+        reservation, so it reads each job's spec first and builds a job's status (the costly part)
+        only when its pods do not cover its GPUs: queued, starting, or just ended.
         """
-        if self.cache is None or self.platform.cluster is None:
+        cluster = self.platform.cluster
+        if self.cache is None or cluster is None:
             return
+        resources = {c.resource for c in self.catalogue.gpu_classes.values()} or {"nvidia.com/gpu"}
         for parent in self._parents():
             if final_record(parent) is not None:
                 continue
-            status = self.status(parent)
-            if status.done or not status.gpus_per_worker:
+            spec = job_spec(parent) or {}
+            declared = int(spec.get("gpus_per_worker") or 0) * int(spec.get("workers") or 0)
+            if not declared:
                 continue
             label = (parent["metadata"].get("labels") or {}).get(LABEL_USER, "")
-            pods = [p for p in self.platform.cluster.pods_of_user(label)
-                    if p.active and p.labels.get(LABEL_JOB) == status.name]
-            resources = {c.resource for c in self.catalogue.gpu_classes.values()} or {"nvidia.com/gpu"}
-            requested = sum(n for p in pods for r, n in p.requests.items() if r in resources)
-            gap = status.gpus_per_worker * status.workers - requested
-            if gap > 0:
-                groups = tuple(g for g in ((parent["metadata"].get("annotations") or {})
-                                           .get(ANNOTATION_GROUPS, "")).split(",") if g)
-                yield Holding(label, groups, gap, f"job '{status.name}' ({status.phase.lower()})")
+            requested = sum(n for p in cluster.pods_of_user(label)
+                            if p.active and p.labels.get(LABEL_JOB) == spec["name"]
+                            for r, n in p.requests.items() if r in resources)
+            if requested >= declared:
+                continue  # its pods are counted by the ledger
+            status = self.status(parent)
+            if status.done:
+                continue
+            groups = tuple(g for g in ((parent["metadata"].get("annotations") or {})
+                                       .get(ANNOTATION_GROUPS, "")).split(",") if g)
+            yield Holding(label, groups, declared - requested, f"job '{status.name}' ({status.phase.lower()})")
 
     # -- options -------------------------------------------------------------------------------
 
@@ -364,7 +371,7 @@ class JobsService:
             # The claim the spawner mounts (kept across the naming upgrade, never another user's).
             home = await find_home_claim(CoreV1Api(self.platform.api), self.namespace, user)
             ctx = dataclasses.replace(ctx, home_claim=home.claim)
-            if not await self.api.claim_exists(home.claim):
+            if not home.exists:
                 # Without this, every rank (or the collector) would sit Pending on a missing claim; say so now.
                 raise JobSpecError("script", f"job pods read your files from your home {home.claim}, which does "
                                    "not exist yet: start your notebook server once, then submit again")

@@ -523,14 +523,15 @@ class LabSpawner(KubeSpawner):
     async def _watch_unschedulable(self, cache: ClusterCache) -> str:
         key = f"{self.namespace}/{self.pod_name}"
 
-        def doomed() -> str | None:
-            pod = cache.pods.get(key)
+        def doomed(pod: PodInfo | None) -> str | None:
             if pod is None or pod.deleting or not pod.unschedulable:
                 return None
             # an unbound fresh PVC also reads Unschedulable for a moment; only a full cluster ends the spawn
             return pod.unschedulable if is_hopeless(pod.unschedulable) else None
 
-        return await cache.wait_for(doomed)
+        # woken by this pod's events only (a wait on every cluster change cost 20 % of the hub's CPU
+        # with 2,000 servers: docs/performance.md)
+        return await cache.wait_for_pod(key, doomed)
 
     async def _start_reserved(self, selection: SpawnChoice, cache: ClusterCache) -> str:
         await self._wait_for_home(selection, cache)

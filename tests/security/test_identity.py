@@ -137,16 +137,17 @@ KL = "kubelab.io/username"
 
 HOME = [
     ("fresh-user", "john.doe", {}, HomeChoice(NEW_JD)),
-    ("legacy-claim-of-this-user-kept", "john.doe", {OLD_JD: {KS: "john.doe"}}, HomeChoice(OLD_JD, legacy=True)),
-    ("legacy-claim-by-kubelab-annotation", "john.doe", {OLD_JD: {KL: "john.doe"}}, HomeChoice(OLD_JD, legacy=True)),
+    ("legacy-claim-of-this-user-kept", "john.doe", {OLD_JD: {KS: "john.doe"}}, HomeChoice(OLD_JD, legacy=True, exists=True)),
+    ("legacy-claim-by-kubelab-annotation", "john.doe", {OLD_JD: {KL: "john.doe"}}, HomeChoice(OLD_JD, legacy=True, exists=True)),
     ("legacy-claim-of-another-user-not-adopted", "john.doe", {OLD_JD: {KS: "john-doe-30f69670"}}, HomeChoice(NEW_JD)),
     ("legacy-claim-without-owner-not-adopted", "john.doe", {OLD_JD: {}}, HomeChoice(NEW_JD)),
     ("kubelab-annotation-decides-over-kubespawners", "john.doe", {OLD_JD: {KL: "mallory", KS: "john.doe"}},
      HomeChoice(NEW_JD)),
-    ("current-claim-wins", "john.doe", {NEW_JD: {KL: "john.doe"}, OLD_JD: {KS: "john.doe"}}, HomeChoice(NEW_JD)),
-    ("current-claim-made-by-hand", "john.doe", {NEW_JD: {}}, HomeChoice(NEW_JD)),
+    ("current-claim-wins", "john.doe", {NEW_JD: {KL: "john.doe"}, OLD_JD: {KS: "john.doe"}},
+     HomeChoice(NEW_JD, exists=True)),
+    ("current-claim-made-by-hand", "john.doe", {NEW_JD: {}}, HomeChoice(NEW_JD, exists=True)),
     ("owner-of-the-claim-named-like-them", "john-doe-30f69670", {OLD_JD: {KS: "john-doe-30f69670"}},
-     HomeChoice(OLD_JD)),
+     HomeChoice(OLD_JD, exists=True)),
 ]
 
 
