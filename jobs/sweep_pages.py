@@ -64,10 +64,10 @@ def sweep_chart_svg(status: SweepStatus, width: int = 600, height: int = 240) ->
         return top + (1 - (y - y0) / (y1 - y0)) * h
 
     best = best_so_far(scored, status.objective.get("goal", "minimize"))
-    best_text = f"best {best[-1][1]:.4g} (trial {status.best})" if status.best is not None else ""
+    best_text = f"{best[-1][1]:.4g} (trial {status.best})" if status.best is not None else ""
     parts = [f"<svg class='kubelab-sweep-chart' viewBox='0 0 {width} {height}' role='img' "
              f"aria-label='{html.escape(metric)} per trial: {len(scored)} of {status.trials_total} trials; "
-             f"{html.escape(best_text)}' preserveAspectRatio='xMidYMid meet'>",
+             f"best {html.escape(best_text)}' preserveAspectRatio='xMidYMid meet'>",
              f"<text x='{left}' y='16' class='kubelab-chart-title'>{html.escape(metric)} per trial</text>",
              f"<line x1='{left}' y1='{top + h}' x2='{left + w}' y2='{top + h}' class='kubelab-axis'/>",
              f"<line x1='{left}' y1='{top}' x2='{left}' y2='{top + h}' class='kubelab-axis'/>",
@@ -75,7 +75,12 @@ def sweep_chart_svg(status: SweepStatus, width: int = 600, height: int = 240) ->
              f"<text x='{left - 4}' y='{top + h}' text-anchor='end' class='kubelab-tick'>{y0:.4g}</text>",
              f"<text x='{left}' y='{height - 8}' class='kubelab-tick'>trial 0</text>",
              f"<text x='{left + w}' y='{height - 8}' text-anchor='end' class='kubelab-tick'>{x1}</text>"]
-    points = " ".join(f"{px(i):.1f},{py(v):.1f}" for i, v in best)
+    steps: list[tuple[int, float]] = []
+    for i, v in best:  # a step line: the best holds until a trial beats it
+        if steps:
+            steps.append((i, steps[-1][1]))
+        steps.append((i, v))
+    points = " ".join(f"{px(i):.1f},{py(v):.1f}" for i, v in steps)
     parts.append(f"<polyline fill='none' stroke='{BEST_COLOUR}' stroke-width='1.5' class='kubelab-best' "
                  f"data-points='{len(best)}' points='{points}'/>")
     for t in scored:

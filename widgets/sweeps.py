@@ -137,10 +137,11 @@ class SweepChart:
         self.trials = bqplot.Scatter(x=[0], y=[0], scales={"x": x, "y": y}, colors=["#0072B2"], default_size=48,
                                      display_legend=True, labels=["trial"], visible=False)
         self.best = bqplot.Lines(x=[0], y=[0], scales={"x": x, "y": y}, colors=["#D55E00"], display_legend=True,
-                                 labels=["best so far"], stroke_width=2, visible=False)
+                                 labels=["best so far"], stroke_width=2, visible=False, interpolation="step-after")
+        self.x_axis = bqplot.Axis(scale=x, label="trial", tick_format="d")
         self.figure = bqplot.Figure(
             marks=[self.trials, self.best], title="objective per trial", animation_duration=0,
-            axes=[bqplot.Axis(scale=x, label="trial", tick_format="d"),
+            axes=[self.x_axis,
                   bqplot.Axis(scale=y, side="left", tick_format=".3g", grid_lines="dashed")],
             layout=widgets.Layout(width="34em", height="18em"), legend_location="top-right",
             fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20})
@@ -156,6 +157,7 @@ class SweepChart:
         if not xs:
             self.trials.visible = self.best.visible = False
             return 0
+        self.x_axis.tick_values = list(range(0, max(xs) + 1, max(1, (max(xs) + 9) // 10)))  # whole trials only
         with self.trials.hold_sync():
             self.trials.x, self.trials.y = xs, ys
         with self.best.hold_sync():
@@ -200,8 +202,9 @@ class SweepPanel:
         self.trials = widgets.BoundedIntText(description="Trials", value=6, min=1, max=200, style=style, layout=wide)
         self.parallel = widgets.BoundedIntText(description="At once", value=2, min=1, max=50, style=style,
                                                layout=wide)
-        self.early_stopping = widgets.Checkbox(description="Stop trials worse than the median", value=False,
-                                               style=style)
+        self.early_stopping = widgets.Checkbox(description="Stop trials worse than the median (early stopping)",
+                                               value=False, indent=True, style={"description_width": "initial"},
+                                               layout=wide)
         self.start_button = widgets.Button(description="Start sweep", button_style="primary", icon="search")
         self.sweep_select = widgets.Dropdown(description="Sweep", style=style, layout=wide)
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")

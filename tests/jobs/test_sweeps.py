@@ -163,6 +163,6 @@ def test_the_sweep_chart_draws_each_trial_and_the_best_so_far() -> None:
     assert best_so_far(trials, "minimize") == [(0, 0.5), (2, 0.5), (3, 0.2), (4, 0.2)]
     svg = sweep_chart_svg(status)
     assert svg.count("class='kubelab-trial'") == 4 and "data-points='4'" in svg
-    assert "best 0.2 (trial 3)" in svg
+    assert "best so far: 0.2 (trial 3)" in svg and "best 0.2 (trial 3)" in svg
     empty = sweeps.SweepStatus("lr", "alice", {"metric": "loss", "goal": "minimize"}, "random", 6, 2)
     assert "No trial has reported loss yet" in sweep_chart_svg(empty)

@@ -221,3 +221,24 @@ def test_an_objective_no_script_logs_is_a_warning_after_the_first_trial(hub: Hub
         "kubelab.jobs.metrics.log(step, val_loss=...) in the script, or fix the objective"]
     assert status["trials"][0]["phase"] == "Succeeded" and status["trials"][0]["objective"] is None
     call(hub, "DELETE", "/kubelab/sweeps/typo")
+
+
+def test_a_sweep_carries_on_after_the_hub_restarts(hub: HubProcess, core: kubernetes.client.CoreV1Api,
+                                                   ns: str) -> None:
+    # Trials of about 20 s: the hub is killed and started again while the first one runs.
+    cpu = {**TRIAL, "gpus_per_worker": 0, "gpu_class": None, "env": {"STEPS": "40", "SLEEP": "0.5"}}
+    call(hub, "POST", "/kubelab/sweeps", 201, json={"name": "durable", "job": cpu, "space": SPACE,
+                                                    "objective": "loss", "trials": 2, "parallel": 1})
+    wait_until(lambda: [p for p in trial_pods(core, ns, "durable") if p.status.phase == "Running"], 120,
+               "the first trial running")
+    hub.kill()
+    time.sleep(2)
+    hub.start(timeout=90)  # the same workdir; the sweep is reconciled at start, no request needed
+    assert trial_pods(core, ns, "durable"), "the first trial ran on while the hub was down"
+    final = wait_until(lambda: (s := call(hub, "GET", "/kubelab/sweeps/durable?wait=30"))["phase"] in (
+        "Succeeded", "Failed", "Cancelled") and s, 400, "the sweep to end after the restart", sleep=0.1)
+    assert final["phase"] == "Succeeded", json.dumps(final, indent=1)
+    assert [t["phase"] for t in final["trials"]] == ["Succeeded"] * 2
+    assert all(t["objective"] is not None for t in final["trials"]), final["trials"]
+    assert final["best"] in (0, 1)
+    call(hub, "DELETE", "/kubelab/sweeps/durable")
