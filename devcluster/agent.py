@@ -31,7 +31,8 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from kubelab.devcluster import hygiene, netns
+from kubelab.devcluster import hygiene, images, netns
+from kubelab.devcluster.cgroups import MEMORY_ANNOTATION, MemoryCgroups
 from kubelab.devcluster.hosts import hosts_content, named_peers
 from kubelab.devcluster.informer import Informer
 from kubelab.devcluster.kubeletapi import KubeletApiServer, LogNotFound, LogSource, serve_in_thread
@@ -87,6 +88,9 @@ class Agent:
         # Namespaces labelled kubelab.io/simulate=true have every pod simulated (benchmarks).
         self.namespaces = Informer("namespaces", self.core.list_namespace, lambda kind, obj: None)
         self.servers: list[KubeletApiServer] = []
+        #: The node's memory cgroups (None: limits.memory is not enforced; why is in memory_limits).
+        self.memory: MemoryCgroups | None = None
+        self.memory_limits = "not enforced: the agent has not started"
         # Short jobs: simulated pods' set-up and finished pods' final delete.
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="pods")
 
@@ -279,14 +283,17 @@ class Agent:
 
     def register_nodes(self) -> None:
         """Create (or update) each Node and post its first status."""
+        annotations = {MEMORY_ANNOTATION: self.memory_limits,
+                       images.REGISTRY_ANNOTATION: f"*.{images.UNREACHABLE_TLD}"}
         for spec in self.nodes.values():
-            body = make_node(spec)
+            body = make_node(spec, annotations)
             try:
                 self.core.create_node(body)
             except ApiException as e:
                 if e.status != 409:
                     raise
-                patch = {"metadata": {"labels": body["metadata"]["labels"]}, "spec": {"taints": body["spec"]["taints"]}}
+                patch = {"metadata": {"labels": body["metadata"]["labels"], "annotations": annotations},
+                         "spec": {"taints": body["spec"]["taints"]}}
                 patch_strategic(self.core.patch_node, spec.name, patch)
         self.heartbeat()
 
@@ -323,6 +330,11 @@ class Agent:
         if leftovers:
             log.info("cleaned up %d sandbox(es) left by a previous agent", leftovers)
         hygiene.remove_legacy_mount_points(self.state, keep=(self.state.parent,))
+        self.memory, self.memory_limits = MemoryCgroups.open(self.bridge)
+        if self.memory is None:
+            log.warning("memory limits: %s; containers run without limits.memory", self.memory_limits)
+        else:
+            log.info("memory limits: enforced, %s", self.memory_limits)
         netns.ensure_bridge(self.bridge, f"{self.gateway}/{self.prefixlen}")
         self.start_kubelet_servers()
         provisioner = Provisioner(self.core, self.state / "volumes")
@@ -378,6 +390,8 @@ class Agent:
         for t in threads:
             t.join(SHUTDOWN_GRACE + 5)
         netns.cleanup_pod_sandboxes(self.state)
+        if self.memory is not None:
+            self.memory.close()
         for server in self.servers:
             server.shutdown()
         log.info("process node stopped; %d pod(s) terminated", len(runners))

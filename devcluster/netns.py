@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from kubelab.devcluster import pidfile
+from kubelab.devcluster import cgroups, pidfile
 
 log = logging.getLogger(__name__)
 NETNS_ETC = Path("/etc/netns")
@@ -160,6 +160,7 @@ def cleanup_pod_sandboxes(agent_state: Path) -> int:
         if entry is not None:
             cleaned = kill_process_group(*entry) or cleaned
             (pod_dir / "pid").unlink(missing_ok=True)
+        cleaned = cgroups.remove_recorded(pod_dir) or cleaned
         uid_file = pod_dir / "uid"
         if (pod_dir / "sandbox").exists() and uid_file.exists():
             delete_sandbox(uid_file.read_text().strip())

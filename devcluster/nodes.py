@@ -120,8 +120,14 @@ def load_layout(path: Path | None, kubelet_base_port: int, pod_network: str) -> 
         raise ValueError(f"{path or 'default layout'}: {e}") from e
 
 
-def make_node(spec: NodeSpec) -> dict[str, Any]:
-    """Build the Node object (metadata and spec) for ``spec``."""
+def make_node(spec: NodeSpec, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """Build the Node object (metadata and spec) for ``spec``.
+
+    Args:
+        spec: The node.
+        annotations: What the agent reports about itself (how it enforces memory limits, which
+            registries it cannot reach).
+    """
     labels = {
         "kubernetes.io/hostname": spec.name,
         "kubernetes.io/os": "linux",
@@ -136,7 +142,7 @@ def make_node(spec: NodeSpec) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": spec.name, "labels": labels},
+        "metadata": {"name": spec.name, "labels": labels, **({"annotations": annotations} if annotations else {})},
         "spec": {"podCIDR": spec.pod_cidr, "podCIDRs": [spec.pod_cidr], "taints": taints},
     }
 

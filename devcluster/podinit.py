@@ -22,6 +22,11 @@ The view, like a container's writable layer, never changes the host:
 
 SPEC is a JSON file: ``{"argv": [...], "env": {...}, "cwd": str|null, "hostname": str,
 "rootfs": str, "tmp": str, "mounts": [{"source", "target", "read_only"}]}``.
+
+``--cgroup-procs-fd=N`` (after SPEC) names an inherited write descriptor of the container's memory
+cgroup's ``cgroup.procs`` (:mod:`kubelab.devcluster.cgroups`): the launcher joins that cgroup
+before anything else, so the command and everything it forks run under the container's memory
+limit. A launcher that cannot join exits 128, as a runtime that cannot start a container.
 """
 
 from __future__ import annotations
@@ -196,8 +201,26 @@ def prepare_source(source: Path) -> bool:
     return source.is_dir()
 
 
+CGROUP_FD_OPTION = "--cgroup-procs-fd="
+
+
+def join_cgroup(argv: list[str]) -> None:
+    """Write this process's pid to the cgroup descriptor named by ``--cgroup-procs-fd=N``, if any."""
+    for arg in argv[2:]:
+        if arg.startswith(CGROUP_FD_OPTION):
+            fd = int(arg[len(CGROUP_FD_OPTION):])
+            try:
+                os.write(fd, str(os.getpid()).encode())
+            except OSError as e:
+                print(f"kubelab process node: cannot join the container's memory cgroup: {e}", file=sys.stderr)
+                sys.exit(128)
+            finally:
+                os.close(fd)
+
+
 def main(argv: list[str]) -> None:
     """Apply SPEC (argv[1]) and exec the container command; exit 127 if it cannot be found."""
+    join_cgroup(argv)
     spec = json.loads(Path(argv[1]).read_text())
     # Our own mount namespace, slave to the host's, so no mount of ours ever shows on the host.
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")

@@ -61,8 +61,21 @@ class ContainerState:
         return out
 
 
-def exit_reason(code: int) -> str:
-    """The kubelet's terminated reason for an exit status."""
+#: The terminated reason of a container whose cgroup saw an OOM kill.
+OOM_KILLED = "OOMKilled"
+
+
+def exit_reason(code: int, oom_killed: bool = False) -> str:
+    """The kubelet's terminated reason for an exit status.
+
+    Args:
+        code: The exit status.
+        oom_killed: The kernel's OOM killer killed a process of the container's memory cgroup.
+            As dockershim reports it (v1.20 ``pkg/kubelet/dockershim/docker_container.go``), that
+            wins over the exit status: a program may survive the kill of one of its children.
+    """
+    if oom_killed:
+        return OOM_KILLED
     return "Completed" if code == 0 else "Error"
 
 

@@ -28,11 +28,12 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiTypeError
 from kubernetes.client.rest import ApiException
 
-from kubelab.devcluster import eviction, netns, pidfile
+from kubelab.devcluster import cgroups, eviction, images, netns, pidfile
 from kubelab.devcluster.kubeletapi import LogNotFound, LogSource
 from kubelab.devcluster.logfile import LogWriter
 from kubelab.devcluster.nodes import node_resources
-from kubelab.devcluster.podenv import PodConfigError, command_line, resolve_env
+from kubelab.devcluster.podenv import PodConfigError, command_line, parse_quantity, resolve_env
+from kubelab.devcluster.podinit import CGROUP_FD_OPTION
 from kubelab.devcluster.podstatus import ContainerState, exit_reason, pod_status, rfc3339
 from kubelab.devcluster.volumes import materialise, mount_plan
 
@@ -89,6 +90,15 @@ def is_simulated(pod: dict[str, Any], namespace: dict[str, Any] | None = None) -
     annotated = (pod["metadata"].get("annotations") or {}).get(SIMULATE_ANNOTATION, "")
     labelled = ((namespace or {}).get("metadata", {}).get("labels") or {}).get(SIMULATE_LABEL, "")
     return "true" in (annotated.lower(), labelled.lower())
+
+
+def memory_limit(container: dict[str, Any]) -> int | None:
+    """The container's ``limits.memory`` in bytes (None when unset or not positive)."""
+    value = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    if value is None:
+        return None
+    limit = int(parse_quantity(value))
+    return limit if limit > 0 else None
 
 
 def pod_dir_name(pod: dict[str, Any]) -> str:
@@ -283,7 +293,14 @@ class PodRunner:
             main.finished_at = now()
             self._patch_status()
             return
+        pull_failures = 0
         while not self.deleting and not self.shutting_down:
+            failure = images.pull_failure(self.pod["spec"]["containers"][0].get("image", ""),
+                                          self.pod["spec"]["containers"][0].get("imagePullPolicy"))
+            if failure is not None:
+                pull_failures += 1
+                self._fail_pull(failure, pull_failures)
+                continue
             try:
                 spec_path = self._prepare()
             except (PodConfigError, ApiException) as e:
@@ -295,9 +312,9 @@ class PodRunner:
                 self.wake.wait(2.0)
                 self.wake.clear()
                 continue
-            code, sig = self._run_once(spec_path)
+            code, sig, oom = self._run_once(spec_path)
             main.state, main.exit_code, main.signal = "terminated", code, sig
-            main.reason, main.message, main.finished_at = exit_reason(code), "", now()
+            main.reason, main.message, main.finished_at = exit_reason(code, oom), "", now()
             for other in self.states[1:]:
                 other.state, other.exit_code, other.reason, other.finished_at = "terminated", code, main.reason, now()
             if self.deleting or self.shutting_down or self.evicted:
@@ -322,6 +339,40 @@ class PodRunner:
             # Reclaim the space at once: freeing the node's disk is what the eviction is for.
             self._remove_writable(volumes=True)
         self._patch_status()
+
+    def _fail_pull(self, failure: images.PullFailure, failures: int) -> None:
+        """Report one failed pull of the first container's image and wait out its back-off, as the
+        kubelet's image manager does (:mod:`kubelab.devcluster.images`)."""
+        image = self.states[0].image
+
+        def waiting(reason: str, message: str) -> None:
+            for state in self.states:
+                state.state, state.reason, state.message = "waiting", reason, message
+            self._patch_status()
+
+        def pause(seconds: float) -> bool:
+            self.wake.wait(seconds)
+            self.wake.clear()
+            return not (self.deleting or self.shutting_down)
+
+        if failure.reason == images.ERR_IMAGE_NEVER_PULL:
+            if failures == 1 or self.states[0].reason != failure.reason:
+                self._event(failure.reason, failure.message, "Warning")
+                self._event("Failed", f"Error: {failure.reason}", "Warning")
+            waiting(failure.reason, failure.message)
+            pause(images.pull_backoff(failures))
+            return
+        self._event("Pulling", images.pulling_message(image))
+        self._event("Failed", images.failed_message(image, failure), "Warning")
+        self._event("Failed", f"Error: {failure.reason}", "Warning")
+        waiting(failure.reason, failure.message)
+        if not pause(images.SYNC_SECONDS):
+            return
+        # The pod's next sync finds the pull backing off.
+        self._event("BackOff", images.backoff_message(image))
+        self._event("Failed", f"Error: {images.IMAGE_PULL_BACKOFF}", "Warning")
+        waiting(images.IMAGE_PULL_BACKOFF, images.backoff_message(image))
+        pause(images.pull_backoff(failures))
 
     def _prepare(self) -> Path:
         """Resolve env, volumes and the command; write the launcher's spec file."""
@@ -365,8 +416,20 @@ class PodRunner:
         path.chmod(0o600)
         return path
 
-    def _run_once(self, spec_path: Path) -> tuple[int, int | None]:
-        """Run the container process once; return ``(exit code, killing signal)``."""
+    def _container_cgroup(self) -> cgroups.ContainerCgroup | None:
+        """A fresh memory cgroup for this start of the first container, when the node has them."""
+        memory = self.agent.memory
+        if memory is None:
+            return None
+        container = self.pod["spec"]["containers"][0]
+        try:
+            return memory.create(self.uid, container["name"], memory_limit(container), self.dir / cgroups.RECORD)
+        except (OSError, ValueError) as e:
+            log.warning("pod %s/%s: runs without a memory cgroup: %s", self.namespace, self.name, e)
+            return None
+
+    def _run_once(self, spec_path: Path) -> tuple[int, int | None, bool]:
+        """Run the container process once; return ``(exit code, killing signal, OOM-killed)``."""
         main = self.states[0]
         writer = LogWriter(self.dir / "logs" / main.name / f"{main.restart_count}.log")
         for other in self.states[1:]:
@@ -374,17 +437,27 @@ class PodRunner:
             (self.dir / "logs" / other.name / f"{other.restart_count}.log").touch()
         argv = ["ip", "netns", "exec", self.netns or "", sys.executable, "-m", "kubelab.devcluster.podinit",
                 str(spec_path)]
-        with self.lock:
-            # Checked under the lock that request_delete and stop_for_shutdown take: no process may
-            # start once either has looked for one to stop.
-            if self.deleting or self.shutting_down:
-                writer.close()
-                return 137, signal.SIGKILL
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                start_new_session=True, close_fds=True,
-            )
-            self.proc = proc
+        cgroup = self._container_cgroup()
+        procs_fd = cgroup.open_procs() if cgroup is not None else None
+        if procs_fd is not None:
+            argv.append(f"{CGROUP_FD_OPTION}{procs_fd}")
+        try:
+            with self.lock:
+                # Checked under the lock that request_delete and stop_for_shutdown take: no process may
+                # start once either has looked for one to stop.
+                if self.deleting or self.shutting_down:
+                    writer.close()
+                    if cgroup is not None:
+                        cgroup.remove()
+                    return 137, signal.SIGKILL, False
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    start_new_session=True, close_fds=True, pass_fds=() if procs_fd is None else (procs_fd,),
+                )
+                self.proc = proc
+        finally:
+            if procs_fd is not None:
+                os.close(procs_fd)
         pidfile.write(self.dir / "pid", proc.pid)
         start = pidfile.process_start_time(proc.pid) or 0
         self.started = True
@@ -411,15 +484,23 @@ class PodRunner:
         exited.set()
         netns.kill_process_group(proc.pid, start)
         status = proc.wait()
+        oom = False
+        if cgroup is not None:
+            # Read before removing: the kernel counts the kills in the cgroup itself.
+            oom = cgroup.oom_kills() > 0
+            cgroup.remove()
         for r in readers:
             r.join(timeout=5)
         writer.close()
         (self.dir / "pid").unlink(missing_ok=True)
         with self.lock:
             self.proc = None
+        if oom:
+            log.info("pod %s/%s: container %s was OOM-killed (limit %s)", self.namespace, self.name, main.name,
+                     ((self.pod["spec"]["containers"][0].get("resources") or {}).get("limits") or {}).get("memory"))
         if status < 0:
-            return 128 - status, -status
-        return status, None
+            return 128 - status, -status, oom
+        return status, None, oom
 
     def _watch_storage(self, proc: subprocess.Popen[bytes], limits: eviction.StorageLimits,
                        exited: threading.Event) -> None:

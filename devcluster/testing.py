@@ -11,7 +11,14 @@ from typing import Any, TypeVar
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from kubelab.devcluster.cgroups import MEMORY_ANNOTATION
+from kubelab.devcluster.images import REGISTRY_ANNOTATION
 from kubelab.devcluster.runtime import SIMULATE_LABEL
+
+#: The label every Node of a process node carries (nodes.make_node).
+PROCESS_NODE_LABEL = "kubelab.io/process-node"
+#: An image no node can pull: its registry lies under the reserved ``.invalid`` (RFC 2606).
+UNPULLABLE_IMAGE = "registry.invalid/team/trainer:1"
 
 T = TypeVar("T")
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -147,3 +154,43 @@ def wait_pod_phase(
 def wait_pod_gone(core: client.CoreV1Api, namespace: str, name: str, timeout: float = 60) -> None:
     """Wait until the pod object no longer exists."""
     wait_for(lambda: pod_phase(core, namespace, name) is None, timeout, f"pod {namespace}/{name} to be deleted")
+
+
+def _process_node_annotations(core: client.CoreV1Api, key: str, feature: str) -> list[str]:
+    """Each process node's value of annotation ``key`` (empty on another cluster's nodes).
+
+    Raises:
+        RuntimeError: A process node lacks it: its agent predates ``feature`` and must be restarted.
+    """
+    values = []
+    for node in core.list_node(label_selector=f"{PROCESS_NODE_LABEL}=true").items:
+        value = (node.metadata.annotations or {}).get(key)
+        if value is None:
+            raise RuntimeError(f"node {node.metadata.name}: its process node agent predates {feature} (no "
+                               f"annotation {key}); restart the agent (docs/devcluster.md, Adding nodes)")
+        values.append(value)
+    return values
+
+
+def memory_limits_unenforced(core: client.CoreV1Api) -> str | None:
+    """Why the cluster's nodes do not enforce ``limits.memory``, or None when they do.
+
+    A process node says how it enforces them (:data:`~kubelab.devcluster.cgroups.MEMORY_ANNOTATION`);
+    another cluster's kubelets always do.
+
+    Raises:
+        RuntimeError: A process node whose agent predates memory limits.
+    """
+    for value in _process_node_annotations(core, MEMORY_ANNOTATION, "memory limits"):
+        if value.startswith("not enforced"):
+            return f"the process node runs without memory cgroups: {value}"
+    return None
+
+
+def require_image_pull_failures(core: client.CoreV1Api) -> None:
+    """Check that the cluster's nodes fail to pull :data:`UNPULLABLE_IMAGE` (a kubelet always does).
+
+    Raises:
+        RuntimeError: A process node whose agent predates image pull failures.
+    """
+    _process_node_annotations(core, REGISTRY_ANNOTATION, "image pull failures")
