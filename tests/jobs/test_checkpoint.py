@@ -23,7 +23,13 @@ def _rank0(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_save_then_latest_returns_the_highest_step_and_keeps_the_newest_two(tmp_path: Path) -> None:
+@pytest.fixture
+def no_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A script that never imported torch (other tests of the session may have): pickle files."""
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+
+
+def test_save_then_latest_returns_the_highest_step_and_keeps_the_newest_two(tmp_path: Path, no_torch: None) -> None:
     for step in (0, 20, 40, 60):
         checkpoint.save({"w": [step, step + 1], "step": step}, step, folder_path=tmp_path)
     found = checkpoint.latest(tmp_path)
@@ -32,7 +38,7 @@ def test_save_then_latest_returns_the_highest_step_and_keeps_the_newest_two(tmp_
 
 
 def test_the_folder_comes_from_the_job_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+                                                   capsys: pytest.CaptureFixture[str], no_torch: None) -> None:
     assert checkpoint.latest() is None  # no checkpoint_dir: a first run, nothing to resume
     with pytest.raises(ValueError, match="no checkpoint folder: set checkpoint_dir"):
         checkpoint.save({}, 1)

@@ -15,8 +15,10 @@ from kubelab.jobs import entrypoint, restarts
 from kubelab.jobs.builders import plain
 from kubelab.jobs.builders.common import BuildContext, job_id
 from kubelab.jobs.engines import select
+from kubelab.jobs.pages import status_html
 from kubelab.jobs.service import JobsService
 from kubelab.jobs.spec import JobSpec, JobSpecError, JobStatus, RankStatus
+from kubelab.widgets.views import job_detail_html
 from tests.jobs.helpers import catalogue
 
 RWX = HomeStorage(access_mode="ReadWriteMany", mount_path="/home/jovyan")
@@ -239,3 +241,11 @@ def test_a_snapshot_is_small_and_refuses_what_is_not_one() -> None:
     assert len(restarts.snapshot(served)) < 20_000  # 64 ranks in a ConfigMap value, well below 1 MiB
     with pytest.raises(ValueError, match="not a snapshot of rank Jobs"):
         restarts.load_snapshot("bm90IGEgc25hcHNob3Q=")
+
+
+def test_the_widget_and_the_hub_page_say_it_too() -> None:
+    s = status("Running")
+    restarts.apply_restarts(s, parent(RESTARTED))
+    words = "Restarted 1 of 3: pod deleted (preempted); resumed from step 120"
+    assert words in job_detail_html(s)
+    assert words in status_html(s)
