@@ -380,13 +380,22 @@ def run(launch: Launch) -> int:
         temporary.append(tmp.name)
         argv = [a.replace("{hostfile}", tmp.name) for a in argv]
     try:
-        code = _spawn(argv, env).wait()
+        code = exit_status(_spawn(argv, env).wait())
         if key is not None:
             code = finish_mpi(launch, key, code)
         return code
     finally:
         for path in temporary:
             os.unlink(path)
+
+
+def exit_status(returncode: int) -> int:
+    """A child's status as this process's exit code: 128 + N for a child killed by signal N.
+
+    ``Popen.wait`` gives ``-N`` for a signal, and ``sys.exit(-9)`` would exit 247; the container
+    must end 137 (SIGKILL, e.g. the OOM killer) or 143 (SIGTERM), as a shell or runtime reports it.
+    """
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -172,6 +172,10 @@ def rank_status(rank: int, pods: list[Mapping[str, Any]], rank_job: Mapping[str,
         elif failed:
             out.phase = "Failed"
             out.message = f"{failed.get('reason', '')}: {failed.get('message', '')}".rstrip(": ")
+            if term and term.get("reason") not in (None, "", "Error", "Completed"):
+                # The container's own end (OOMKilled) names the cause; the Job controller's
+                # BackoffLimitExceeded only says that it gave up.
+                out.message = str(term["reason"])
         elif (rank_job.get("spec") or {}).get("suspend"):
             out.phase = "Queued"
         elif out.phase == "Failed":

@@ -173,6 +173,16 @@ def test_failing_script_exit_code_is_the_entrypoints() -> None:
     assert out.stdout.splitlines()[-1] == "rank 1: failing on purpose"
 
 
+@pytest.mark.parametrize(("signal_name", "code"), [("SIGKILL", 137), ("SIGTERM", 143)], ids=["sigkill", "sigterm"])
+def test_a_script_killed_by_a_signal_ends_the_entrypoint_128_plus_it(tmp_path: Path, signal_name: str,
+                                                                      code: int) -> None:
+    """As a runtime reports a container killed by the OOM killer (137), not sys.exit(-9)'s 247."""
+    (tmp_path / "killed.py").write_text(f"import os, signal\nos.kill(os.getpid(), signal.{signal_name})\n")
+    out = run_entrypoint({"KUBELAB_FRAMEWORK": "replicas", "KUBELAB_RANK": "0", "KUBELAB_WORLD_SIZE": "1",
+                          "KUBELAB_SCRIPT": "killed.py", "KUBELAB_PEERS": "localhost"}, cwd=tmp_path)
+    assert out.returncode == code, out.stderr
+
+
 def test_entrypoint_imports_only_the_standard_library() -> None:
     code = ("import sys, kubelab.jobs.entrypoint as e; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'kubernetes', 'yaml')]; "

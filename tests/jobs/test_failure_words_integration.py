@@ -2,18 +2,20 @@
 
 A real hub runs the jobs service; jobs are submitted with alice's token and fail for real: the
 scheduler finds no node for a GPU class, the Job controller enforces the time limit, a rank waits
-for a peer the scheduler never placed, the script does not exist, the script raises. The sentence
-is :func:`kubelab.jobs.explain.explain` of the status the service reports — what the widget and
-the hub's jobs page show above the raw log.
+for a peer the scheduler never placed, the script does not exist, the script raises, the kernel
+OOM-kills a rank over its memory limit (the process node's memory cgroups), the rank's image lives
+on a registry no node can reach (``registry.invalid``: the process node fails its pull as a
+kubelet does; docs/devcluster.md, Image pulls). The sentence is
+:func:`kubelab.jobs.explain.explain` of the status the service reports, and the hub's jobs page
+shows it above the raw log.
 
-Not produced here: OOMKilled and image pull errors. The process node runs pods as local
-processes without memory cgroups or an image store, so it never reports either; their sentences
-are covered by ``tests/jobs/test_explain.py`` on the shapes Kubernetes reports.
+Where the process node has no writable memory cgroup, the OOM case skips with that reason.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import secrets
@@ -24,9 +26,11 @@ from typing import Any
 
 import kubernetes
 import pytest
+import requests
 import yaml
 from harness import HubProcess  # tests/ is on sys.path: its conftest.py puts it there
 
+from kubelab.devcluster.testing import UNPULLABLE_IMAGE, memory_limits_unenforced, require_image_pull_failures
 from kubelab.jobs import JobClient
 from kubelab.jobs.explain import explain
 from kubelab.jobs.spec import JobStatus
@@ -39,9 +43,10 @@ CATALOGUE: dict[str, Any] = {
                  "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
         "h999": {"displayName": "A GPU no node has", "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H999"}},
     },
-    "images": {"cpu": {"displayName": "CPU", "image": "ghcr.io/kubelab/notebook-cpu:0.1.0"}},
+    "images": {"cpu": {"displayName": "CPU", "image": "ghcr.io/kubelab/notebook-cpu:0.1.0"},
+               "unreachable": {"displayName": "On a registry no node reaches", "image": UNPULLABLE_IMAGE}},
     "profiles": [
-        {"slug": "cpu", "name": "CPU", "images": ["cpu"], "default": True},
+        {"slug": "cpu", "name": "CPU", "images": ["cpu", "unreachable"], "default": True},
         {"slug": "a100", "name": "A100", "images": ["cpu"], "gpu": {"class": "a100", "counts": [3]}},
         {"slug": "h999", "name": "H999", "images": ["cpu"], "gpu": {"class": "h999", "counts": [1]}},
     ],
@@ -52,6 +57,9 @@ CATALOGUE: dict[str, Any] = {
 SCRIPTS = {
     "raises.py": "print('loading data', flush=True)\nraise ValueError('batch size 0 is not allowed')\n",
     "sleeps.py": "import time\nprint('working', flush=True)\ntime.sleep(600)\n",
+    # Touches 8 MiB at a time, up to 1 GiB: far past the job's memory limit.
+    "hog.py": "chunks = []\nfor i in range(128):\n    chunks.append(bytearray(b'x') * (8 << 20))\n"
+              "    print(f'{(i + 1) * 8} MiB', flush=True)\n",
 }
 
 
@@ -66,7 +74,7 @@ def wait_until(predicate: Any, timeout: float, what: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def client(cluster: Any, kube: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobClient]:
+def hub(cluster: Any, kube: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     core = kubernetes.client.CoreV1Api(kube)
     ns = f"kl-fail-{secrets.token_hex(3)}"
     core.create_namespace({"metadata": {"name": ns, "labels": {"kubelab.io/test": "true"}}})
@@ -77,6 +85,8 @@ def client(cluster: Any, kube: Any, tmp_path_factory: pytest.TempPathFactory) ->
     path.write_text(yaml.safe_dump(raw))
     config = textwrap.dedent(f"""
         c.JupyterHub.authenticator_class = "dummy"
+        c.DummyAuthenticator.password = "pw"
+        c.Authenticator.allow_all = True
         from kubelab.core.catalogue import load_catalogue
         from kubelab.hub_config.wiring import configure_platform
         configure_platform(c, load_catalogue({str(path)!r}), rendezvous_timeout=20)
@@ -86,11 +96,21 @@ def client(cluster: Any, kube: Any, tmp_path_factory: pytest.TempPathFactory) ->
     try:
         hub.ensure_user("alice")
         write_home(core, ns)
-        yield JobClient("hub", api_url=hub.api_url, token=hub.user_token("alice"))
+        yield hub
     finally:
         hub.stop()
         if os.environ.get("KUBELAB_TEST_KEEP") != "1":
             core.delete_namespace(ns)
+
+
+@pytest.fixture(scope="module")
+def token(hub: HubProcess) -> str:
+    return hub.user_token("alice")
+
+
+@pytest.fixture(scope="module")
+def client(hub: HubProcess, token: str) -> JobClient:
+    return JobClient("hub", api_url=hub.api_url, token=token)
 
 
 def _sa_ready(core: Any, ns: str) -> bool:
@@ -175,3 +195,43 @@ def test_a_peer_that_never_came(client: JobClient) -> None:
     assert "gave up waiting for its peer lonely-" in sentence and "within 20 s" in sentence
     assert status.phase == "Failed" and status.failed_rank == 0
     client.cancel("lonely")
+
+
+def assert_above_the_raw_log(hub: HubProcess, name: str, sentence: str) -> None:
+    """The hub's page of the job, as alice's browser gets it, shows the sentence above the rank's raw log."""
+    s = requests.Session()
+    s.get(f"{hub.url}/hub/login", timeout=30)
+    r = s.post(f"{hub.url}/hub/login", data={"username": "alice", "password": "pw", "_xsrf": s.cookies.get("_xsrf")},
+               timeout=30)
+    assert r.ok, r.status_code
+    r = s.get(f"{hub.url}/hub/kubelab/jobs/alice/{name}", timeout=30, allow_redirects=False)
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    page = r.text
+    shown = page.find(html.escape(sentence, quote=True))
+    assert shown != -1, f"the page does not show {sentence!r}"
+    assert shown < page.index('id="kubelab-log"'), "the sentence is not above the raw log"
+
+
+def test_a_rank_over_its_memory_limit_is_said_to_be_out_of_memory(hub: HubProcess, client: JobClient,
+                                                                   kube: Any) -> None:
+    reason = memory_limits_unenforced(kubernetes.client.CoreV1Api(kube))
+    if reason:
+        pytest.skip(reason)
+    client.submit(name="hog", script="hog.py", framework="replicas", memory="256Mi")
+    sentence, status = sentence_of(client, "hog", "oom")
+    assert sentence.startswith("Rank 0 ran out of memory (OOMKilled): it used more than its memory limit"), sentence
+    assert status.phase == "Failed"
+    assert_above_the_raw_log(hub, "hog", sentence)
+    client.cancel("hog")
+
+
+def test_an_image_no_node_can_pull_is_said_so(hub: HubProcess, client: JobClient, kube: Any) -> None:
+    require_image_pull_failures(kubernetes.client.CoreV1Api(kube))
+    client.submit(name="no-image", script="sleeps.py", image="unreachable")
+    sentence, status = sentence_of(client, "no-image", "image", timeout=120)
+    assert sentence == (f"Rank 0 cannot start: the image {UNPULLABLE_IMAGE} could not be pulled; check the image "
+                        "name, or ask your admin whether the cluster can reach its registry."), sentence
+    assert not status.done  # the kubelet keeps retrying the pull: the job waits, and the sentence says why
+    assert any(r.message.startswith(("ErrImagePull", "ImagePullBackOff")) for r in status.ranks), status.ranks
+    assert_above_the_raw_log(hub, "no-image", sentence)
+    client.cancel("no-image")

@@ -65,6 +65,17 @@ def test_failed_rank_is_named_with_its_exit_code() -> None:
     assert s.ranks[1].exit_code == 1
 
 
+@pytest.mark.parametrize(("reason", "message"), [
+    pytest.param("OOMKilled", "OOMKilled", id="oom-killed-names-the-cause"),
+    pytest.param("Error", "BackoffLimitExceeded: Job has reached the specified backoff limit", id="plain-error"),
+])
+def test_a_failed_rank_keeps_its_containers_reason_over_the_jobs(reason: str, message: str) -> None:
+    failed = pod(0, "Failed", exit_code=137)
+    failed["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] = reason
+    s = build_status(PARENT, [failed], [job(0, "Failed")], {})
+    assert s.ranks[0].message == message and s.ranks[0].exit_code == 137
+
+
 def test_final_record_wins_and_keeps_torn_down_ranks() -> None:
     record = {"phase": "Failed", "failed_rank": 1, "last_logs": ["boom"], "message": "rank 1 failed",
               "finished": "t9", "ranks": [{"rank": 0, "phase": "Running", "pod": "p0", "node": "n", "exit_code": None,
