@@ -23,6 +23,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from kubelab.core.duration import DurationError, parse_duration
 from kubelab.core.quantity import QuantityError, bytes_of, format_bytes, format_millicores, millicores, parse_number
 
 SCHEMA_PATH = Path(__file__).with_name("catalogue.schema.yaml")
@@ -229,6 +230,9 @@ class JobSettings:
     max_runtime_seconds: int = 86400
     #: Most ``restarts`` one job may ask for (``jobs.maxRestarts``).
     max_restarts: int = 3
+    #: Seconds an ended job stays listed before the reconciler deletes it (``jobs.retention``);
+    #: None keeps it until its user deletes it.
+    retention_seconds: int | None = None
     kueue: KueueSettings = field(default_factory=KueueSettings)
     #: Platform-wide job limits (built-in defaults filled in); see :meth:`Catalogue.job_limits_for`.
     limits: JobLimits = field(default_factory=lambda: BUILTIN_JOB_LIMITS)
@@ -422,6 +426,11 @@ def check_references(raw: Mapping[str, Any], source: str) -> None:
         if not 0 < parse_number(value) <= MAX_STORAGE_BYTES:
             raise CatalogueError(source, path, f"{value!r} is not allowed; a size > 0 and at most 1Pi")
     jobs = raw.get("jobs") or {}
+    if jobs.get("retention") is not None:
+        try:
+            parse_duration(jobs["retention"])
+        except DurationError as e:
+            raise CatalogueError(source, "jobs.retention", str(e)) from None
     _job_limits(jobs.get("limits"), source, "jobs.limits")
     for group, limits in (jobs.get("groupLimits") or {}).items():
         _job_limits(limits, source, f"jobs.groupLimits.{group}")
@@ -561,6 +570,7 @@ def parse_catalogue(raw: Any, source: str = "<catalogue>") -> Catalogue:
             max_workers=jobs.get("maxWorkers", 8),
             max_runtime_seconds=jobs.get("maxRuntimeSeconds", 86400),
             max_restarts=jobs.get("maxRestarts", 3),
+            retention_seconds=None if jobs.get("retention") is None else parse_duration(jobs["retention"]),
             kueue=KueueSettings(
                 enabled=kueue.get("enabled", "auto"),
                 queues=tuple(kueue.get("queues", ())),

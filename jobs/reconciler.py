@@ -10,7 +10,12 @@ then :meth:`~JobReconciler.reconcile` it from the cache:
   ranks down (cleanPodPolicy, JobSet, Trainer);
 * a job whose outputs a collector brings into a ReadWriteOnce home (:mod:`kubelab.jobs.collect`)
   gets the collector's result recorded once it stopped, and the collector is stopped once the job
-  has ended and no rank pod runs any more (a separate step, :meth:`JobReconciler._reconcile_outputs`).
+  has ended and no rank pod runs any more (a separate step, :meth:`JobReconciler._reconcile_outputs`);
+* with a retention in the catalogue (``jobs.retention``), an ended job is deleted once it ended
+  that long ago (its parent goes, and ownerReferences cascade to the rest, metrics too); until
+  then the queue looks at it again when it is due (``add_after``), so no timer thread and no scan
+  is needed, and a hub restart reschedules every ended job from the relist. Trials of a sweep
+  (parents with an owner) go with their sweep instead.
 
 Every step is idempotent, so a reconcile may be retried at any point: a transient API error is
 retried with exponential backoff, a job whose objects are gone is dropped. At start every job in
@@ -28,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from kubelab.core.duration import format_duration
 from kubelab.core.naming import (
     COMPONENT_COLLECTOR,
     LABEL_COMPONENT,
@@ -35,6 +41,7 @@ from kubelab.core.naming import (
     LABEL_RANK,
     LABEL_USER,
     collector_name,
+    owner_of,
     user_label,
 )
 from kubelab.core.workqueue import WorkQueue
@@ -115,6 +122,8 @@ class JobReconciler:
         if parent is None or not is_job_record(parent):
             return  # deleted (cancelled), or not a job's record: nothing to do
         record = final_record(parent)
+        if record is not None and await self._retain(jid, parent, record):
+            return  # past the catalogue's retention: deleted
         status = service.status(parent)
         await self._reconcile_outputs(jid, parent, record is not None or status.done)
         if await self.restarts.step(jid, parent, status, now()):
@@ -137,6 +146,38 @@ class JobReconciler:
             await service.metrics.job_ended(jid)  # its followers see the end; its series are written
         if record["phase"] == "Failed" and status.engine == "plain":
             await self._tear_down(jid, status, record.get("failed_rank"))
+        await self._retain(jid, parent, record)
+
+    async def _retain(self, jid: str, parent: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
+        """Delete an ended job past the catalogue's ``jobs.retention``, or look again when it is due.
+
+        Returns:
+            True when the job was deleted.
+        """
+        service = self.service
+        retention = service.catalogue.jobs.retention_seconds
+        if retention is None or parent["metadata"].get("ownerReferences"):
+            return False  # kept until its user deletes it; a sweep's trial goes with its sweep
+        left = retention_left(record.get("finished"), datetime.now(UTC), retention)
+        if left is None:
+            log.warning("job %s: its record has no readable end time %r; jobs.retention cannot apply", jid,
+                        record.get("finished"))
+            return False
+        if left > 0:
+            self.queue.add_after(jid, left)
+            return False
+        labels = parent["metadata"].get("labels") or {}
+        owner = owner_of(parent["metadata"].get("annotations"))
+        if owner is None:
+            log.warning("job %s: its record names no owner; jobs.retention cannot apply", jid)
+            return False
+        try:
+            await service.delete(owner, labels.get(LABEL_JOB, ""))
+        except KeyError:
+            return True  # deleted meanwhile
+        log.info("job %s: ended at %s, past jobs.retention (%s): deleted", jid, record.get("finished"),
+                 format_duration(retention))
+        return True
 
     async def _failure_record(self, status: JobStatus) -> dict[str, Any]:
         """The record of a failed job: its first failed rank, why, and that rank's last log lines."""
@@ -226,6 +267,25 @@ class JobReconciler:
 
 def _user_label(status: JobStatus) -> str:
     return user_label(status.user)
+
+
+def retention_left(finished: Any, at: datetime, retention: int) -> float | None:
+    """Seconds until a job that ended at ``finished`` is past ``retention`` (<= 0: it is), or None
+    when ``finished`` is no RFC 3339 time.
+
+    Args:
+        finished: The record's end time, as :func:`now` writes it.
+        at: The current time (aware).
+        retention: ``jobs.retention`` in seconds.
+    """
+    if not isinstance(finished, str):
+        return None
+    try:
+        ended = datetime.strptime(finished, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    # The record has whole seconds: the job ended up to one second after the stamp.
+    return (ended - at).total_seconds() + 1 + retention
 
 
 def now() -> str:
