@@ -179,13 +179,20 @@ def test_launcher_runs_a_ddp_job_in_jupyterlab(lab_hub: HubProcess, browser: Any
     def field(label: str) -> Any:
         return page.locator(f".kubelab-launcher .widget-inline-hbox:has(label:text-is('{label}')) input").first
 
-    # A job over alice's GPU quota: the form warns before, the service's refusal shows after.
+    # A job over alice's GPU quota: the form warns before, the service's refusal shows after. The
+    # quota counts every pod of a user named alice in the cluster (a shared devcluster may hold
+    # another test's), so what is left is read from the quota line, which the note must agree with.
+    quota = page.locator(".kubelab-launcher .kubelab-quota").inner_text()
+    used_left = re.search(r"GPU quota: (\d+) of 2 in use.*; (\d+) remaining", quota)
+    assert used_left is not None, quota
+    used, left = map(int, used_left.groups())
+    assert left == max(0, 2 - used), quota  # the line never contradicts itself
     field("Script").fill("ddp/ddp_linreg.py")
     page.locator(".kubelab-launcher .widget-dropdown:has(label:text-is('GPU class')) select").select_option(index=1)
     page.locator(".kubelab-launcher .widget-dropdown:has(label:text-is('GPUs / worker')) select").select_option("2")
     field("Workers").fill("2")
     field("Workers").press("Enter")
-    page.wait_for_selector(".kubelab-gpu-note:has-text('This job takes 4 GPU(s); 2 left in your quota')")
+    page.wait_for_selector(f".kubelab-gpu-note:has-text('This job takes 4 GPU(s); {left} left in your quota')")
     page.click(".kubelab-launcher button:has-text('Submit')")
     refusal = page.wait_for_selector(".kubelab-launcher .kubelab-error", timeout=60000)
     assert "GPU quota" in refusal.inner_text(), refusal.inner_text()
