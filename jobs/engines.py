@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kubernetes_asyncio.client import ApiClient, ApisApi
+from kubernetes_asyncio.client import ApiClient, ApisApi, CustomObjectsApi
+from kubernetes_asyncio.client.exceptions import ApiException
 
 # API group that each engine needs.
 ENGINE_GROUPS = {
@@ -86,10 +87,33 @@ async def served_groups(api_client: ApiClient) -> set[str]:
     return {g.name for g in resp.groups or []}
 
 
+async def serves(api_client: ApiClient, group: str, version: str, plural: str) -> bool:
+    """Whether ``group/version`` serves the resource ``plural`` (one ``GET /apis/<group>/<version>``).
+
+    Raises:
+        ApiException: The API server failed (not 404).
+    """
+    try:
+        resources = await CustomObjectsApi(api_client).get_api_resources(group, version)
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+    return any(r.name == plural for r in resources.resources or [])
+
+
 async def discover(api_client: ApiClient, pin: str = "auto", kueue_enabled: str | bool = "auto") -> Engines:
     """:func:`select` over what ``GET /apis`` reports.
+
+    ``kubeflow.org`` counts as the training operator's only when it serves ``v1`` PyTorchJobs: Katib's
+    Experiments (``kubeflow.org/v1beta1``) share the group, and a cluster with Katib alone must not
+    get jobs built for an operator it does not run.
 
     Raises:
         EngineConfigError: See :func:`select`.
     """
-    return select(await served_groups(api_client), pin, kueue_enabled)
+    groups = await served_groups(api_client)
+    kubeflow = ENGINE_GROUPS["kubeflow-v1"]
+    if kubeflow in groups and not await serves(api_client, kubeflow, "v1", "pytorchjobs"):
+        groups.discard(kubeflow)
+    return select(groups, pin, kueue_enabled)

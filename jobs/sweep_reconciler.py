@@ -60,6 +60,7 @@ from kubelab.core.workqueue import WorkQueue
 from kubelab.jobs import policy, sweeps
 from kubelab.jobs.builders import plain
 from kubelab.jobs.builders.common import env_secret_name, job_id, make_env_secret
+from kubelab.jobs.engines import serves
 from kubelab.jobs.policy import JobLimitExceeded
 from kubelab.jobs.service import JobExists, JobNotFound, JobsService
 from kubelab.jobs.spec import JobSpecError
@@ -283,15 +284,19 @@ class SweepService:
         sweep = self.sweep_of(record)
         user = owner_of(record["metadata"].get("annotations")) or ""
         state = _state(record)
-        if state.get("engine") == "katib" and self.experiments is not None:
-            exp = self.experiments.get(job_id(user, sweep.name))
-            if exp is not None:
-                trials = self.katib_trials.by_index("experiment", exp["metadata"]["name"]) if self.katib_trials else []
-                out = sweeps.katib_status(sweep, user, exp, trials)
-                out.created = record["metadata"].get("creationTimestamp")
-                if state.get("phase") == "Cancelled":
-                    out.phase, out.finished = "Cancelled", state.get("finished")
-                return out
+        if state.get("engine") == "katib":
+            exp = self.experiments.get(job_id(user, sweep.name)) if self.experiments is not None else None
+            trials = self.katib_trials.by_index("experiment", job_id(user, sweep.name)) if self.katib_trials else []
+            if exp is None and state.get("snapshot"):
+                out = sweeps.SweepStatus.from_dict(state["snapshot"])  # what the Experiment said before it went
+            else:
+                out = sweeps.katib_status(sweep, user, exp or {}, trials)
+            out.created = record["metadata"].get("creationTimestamp")
+            if exp is None:
+                out.message = "Katib's Experiment is not there (yet)"
+            if state.get("phase") == "Cancelled":
+                out.phase, out.finished, out.message = "Cancelled", state.get("finished"), state.get("message", "")
+            return out
         out = sweeps.SweepStatus(
             name=sweep.name, user=user, objective=dict(sweep.objective), algorithm=sweep.algorithm or "",
             trials_total=sweep.trials or 0, parallel=sweep.parallel, space=dict(sweep.space),
@@ -414,8 +419,10 @@ class SweepService:
             secret["metadata"]["name"] = env_secret_name(ctx, spec)
             secret["data"] = {k: v for k, v in secret["data"].items() if k not in sweep.space}
             await CoreV1Api(self.platform.api).create_namespaced_secret(self.namespace, secret)
-        await CustomObjectsApi(self.platform.api).create_namespaced_custom_object(
+        created = await CustomObjectsApi(self.platform.api).create_namespaced_custom_object(
             sweeps.KATIB_GROUP, sweeps.KATIB_VERSION, self.namespace, "experiments", experiment)
+        if self.experiments is not None:
+            self.experiments.apply("ADDED", created)  # the sweep's status reads it at once
 
     async def cancel(self, user: str, name: str) -> sweeps.SweepStatus:
         """Stop the sweep: every trial's objects are removed; the record keeps the results so far.
@@ -426,8 +433,14 @@ class SweepService:
         """
         record = self.record_of(user, name)
         status = self.status(record)
+        state = _state(record)
+        if state.get("engine") == "katib" and self.experiments is not None \
+                and self.experiments.get(job_id(user, name)) is not None:
+            # The Experiment and its Trials go: the record keeps what they said.
+            state["snapshot"] = status.to_dict()
+            await self._write_state(record, state)
+            record = self.record_of(user, name)
         if not status.done:
-            state = _state(record)
             for trial in status.trials:
                 entry = state["trials"].setdefault(str(trial.index), {})
                 if trial.phase not in FINAL_TRIAL:
@@ -663,10 +676,4 @@ async def katib_served(api_client: Any) -> bool:
     Raises:
         ApiException: The API server failed (not 404); the platform retries the start.
     """
-    try:
-        resources = await CustomObjectsApi(api_client).get_api_resources(sweeps.KATIB_GROUP, sweeps.KATIB_VERSION)
-    except ApiException as e:
-        if e.status == 404:
-            return False
-        raise
-    return any(r.name == "experiments" for r in resources.resources or [])
+    return await serves(api_client, sweeps.KATIB_GROUP, sweeps.KATIB_VERSION, "experiments")

@@ -661,10 +661,11 @@ def katib_status(sweep: SweepSpec, user: str, experiment: Mapping[str, Any],
     out.phase = _true_condition(experiment, (("Succeeded", "Succeeded"), ("Failed", "Failed"),
                                              ("Running", "Running"), ("Created", "Pending"))) or "Pending"
     out.finished = status.get("completionTime")
-    names = {trial_name(sweep.name, i): i for i in range(sweep.trials)}
-    index = itertools.count(len(names))
     metric = sweep.objective["metric"]
-    for trial in sorted(trials, key=lambda t: (t.get("metadata") or {}).get("creationTimestamp") or ""):
+    # Katib names its Trials <experiment>-<random suffix>: they are numbered in the order Katib made them.
+    ordered = sorted(trials, key=lambda t: ((t.get("metadata") or {}).get("creationTimestamp") or "",
+                                            (t.get("metadata") or {}).get("name", "")))
+    for number, trial in enumerate(ordered):
         tname = (trial.get("metadata") or {}).get("name", "")
         params = {a.get("name"): a.get("value") for a in (trial.get("spec") or {}).get("parameterAssignments") or []}
         observed = [m for m in ((trial.get("status") or {}).get("observation") or {}).get("metrics") or []
@@ -677,7 +678,7 @@ def katib_status(sweep: SweepSpec, user: str, experiment: Mapping[str, Any],
             except (TypeError, ValueError):
                 value = None
         phase = _true_condition(trial, _KATIB_TRIAL_PHASES) or "Pending"
-        out.trials.append(TrialStatus(index=names.get(tname, next(index)), name=tname, params=params, phase=phase,
+        out.trials.append(TrialStatus(index=number, name=tname, params=params, phase=phase,
                                       objective=value, early_stopped=phase == "Stopped"))
     optimal = (status.get("currentOptimalTrial") or {}).get("bestTrialName")
     best = next((t.index for t in out.trials if t.name == optimal), None)
