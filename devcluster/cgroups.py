@@ -269,16 +269,25 @@ class MemoryCgroups:
                 if "memory" not in controllers:
                     reasons.append(f"{hierarchy.mount}: no memory controller in {folder.parent}")
                     continue
+            cgroups = cls(folder, hierarchy.version)
             try:
-                folder.mkdir(exist_ok=True)
-                if hierarchy.version == 2:
-                    _write(folder / "cgroup.subtree_control", "+memory")
+                cgroups.ensure_folder()
             except OSError as e:
                 reasons.append(f"{folder}: {e.strerror or e}")
                 continue
-            cgroups = cls(folder, hierarchy.version)
             return cgroups, cgroups.description
         return None, "not enforced: " + "; ".join(reasons)
+
+    def ensure_folder(self) -> None:
+        """Create the node's folder (again: another agent on the same bridge removes it when it stops
+        while the folder is empty).
+
+        Raises:
+            OSError: It cannot be created, or (v2) given the memory controller for its children.
+        """
+        self.folder.mkdir(exist_ok=True)
+        if self.version == 2:
+            _write(self.folder / "cgroup.subtree_control", "+memory")
 
     def create(self, pod_uid: str, container: str, limit: int | None, record: Path) -> ContainerCgroup:
         """A fresh cgroup for one start of ``container`` with its memory limit.
@@ -295,7 +304,11 @@ class MemoryCgroups:
         cgroup = ContainerCgroup(self.folder / f"{pod_uid}_{container}", self.version, record)
         if cgroup.path.exists():
             cgroup.remove()  # left by an instance that ended without cleaning up
-        cgroup.path.mkdir()
+        try:
+            cgroup.path.mkdir()
+        except FileNotFoundError:
+            self.ensure_folder()  # an agent sharing the bridge removed the empty folder as it stopped
+            cgroup.path.mkdir()
         record.write_text(f"{cgroup.path}\n")
         try:
             for file, value, required in limit_writes(self.version, limit):
