@@ -97,7 +97,7 @@ def api(hub: HubProcess, method: str, path: str, **kw: Any) -> Any:
 
 
 def wait_done(hub: HubProcess, name: str, timeout: float) -> dict[str, Any]:
-    status = wait_until(lambda: (s := api(hub, "GET", f"/kubelab/jobs/{name}?wait=30")) and s["phase"] in (
+    status = wait_until(lambda: (s := api(hub, "GET", f"/kubelab/jobs/{name}?wait=20", timeout=60)) and s["phase"] in (
         "Succeeded", "Failed", "Cancelled") and s, timeout, f"job {name} to end", sleep=0.1)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     return status

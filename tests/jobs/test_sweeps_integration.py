@@ -139,7 +139,7 @@ def test_a_random_sweep_under_the_quota_finishes_with_the_best_trial_the_metrics
         assert len(trial_pods(core, ns, "lr")) <= 1
         core.delete_namespaced_pod(notebook, ns, grace_period_seconds=0)  # the notebook stops: room for two
         wait_until(lambda: len(trial_pods(core, ns, "lr")) == 2, 90, "two trials at once")
-        final = wait_until(lambda: (s := call(hub, "GET", "/kubelab/sweeps/lr?wait=30"))["phase"] in (
+        final = wait_until(lambda: (s := call(hub, "GET", "/kubelab/sweeps/lr?wait=20", timeout=60))["phase"] in (
             "Succeeded", "Failed", "Cancelled") and s, 600, "the sweep to end", sleep=0.1)
     finally:
         stop.set()
@@ -235,7 +235,7 @@ def test_a_sweep_carries_on_after_the_hub_restarts(hub: HubProcess, core: kubern
     time.sleep(2)
     hub.start(timeout=90)  # the same workdir; the sweep is reconciled at start, no request needed
     assert trial_pods(core, ns, "durable"), "the first trial ran on while the hub was down"
-    final = wait_until(lambda: (s := call(hub, "GET", "/kubelab/sweeps/durable?wait=30"))["phase"] in (
+    final = wait_until(lambda: (s := call(hub, "GET", "/kubelab/sweeps/durable?wait=20", timeout=60))["phase"] in (
         "Succeeded", "Failed", "Cancelled") and s, 400, "the sweep to end after the restart", sleep=0.1)
     assert final["phase"] == "Succeeded", json.dumps(final, indent=1)
     assert [t["phase"] for t in final["trials"]] == ["Succeeded"] * 2
