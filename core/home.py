@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from kubelab.core.informer import api_message
 from kubelab.core.naming import home_claim_name, legacy_home_claim_name, owner_of
 
 #: Seconds each claim read may take before the spawn or submit is answered 503.
@@ -104,7 +105,7 @@ async def _annotations(core: Any, namespace: str, name: str) -> Mapping[str, str
     except ApiException as e:
         if e.status == 404:
             return None
-        raise HomeClaimError(503, f"cannot read the volume {namespace}/{name}: {e.status} {e.reason}") from e
+        raise HomeClaimError(503, f"cannot read the volume {namespace}/{name}: {e.status} {api_message(e)}") from e
     except (TimeoutError, aiohttp.ClientError) as e:
         raise HomeClaimError(503, f"cannot reach the cluster to find your home volume {namespace}/{name}: "
                                   f"{e or type(e).__name__}") from e

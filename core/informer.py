@@ -57,6 +57,18 @@ async def raise_for_status(resp: Any) -> Any:
     raise err
 
 
+def api_message(e: ApiException) -> str:
+    """The API server's own sentence for ``e`` (its Status ``message``), else the HTTP reason.
+
+    The Status message names the resource and the verb ("... cannot get resource
+    \"persistentvolumeclaims\" ..."), which is what an administrator needs to fix RBAC.
+    """
+    try:
+        return json.loads(e.body or "{}").get("message") or str(e.reason)
+    except (ValueError, AttributeError):
+        return str(e.reason)
+
+
 async def watch_events(resp: Any) -> AsyncIterator[Mapping[str, Any]]:
     """Yield the events of a raw watch response until the server ends it.
 

@@ -31,6 +31,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubelab.core.availability import gpu_availability
 from kubelab.core.home import find_home_claim
+from kubelab.core.informer import api_message
 from kubelab.core.naming import ANNOTATION_GROUPS, LABEL_JOB, LABEL_USER, owner_of, user_label
 from kubelab.core.platform import STREAM_POOL_SIZE, Platform
 from kubelab.core.quota import Holding
@@ -408,8 +409,8 @@ class JobsService:
         except ApiException as e:
             await self._undo(jid, created)
             if e.status == 403:
-                raise PermissionError(f"the cluster refused job '{spec.name}': {_api_message(e)}") from e
-            raise RuntimeError(f"creating job '{spec.name}' failed: {e.status} {_api_message(e)}") from e
+                raise PermissionError(f"the cluster refused job '{spec.name}': {api_message(e)}") from e
+            raise RuntimeError(f"creating job '{spec.name}' failed: {e.status} {api_message(e)}") from e
         except BaseException:
             await self._undo(jid, created)
             raise
@@ -623,9 +624,3 @@ def _decode_files(raw: Any) -> dict[str, bytes] | None:
             raise JobSpecError("files", f"{path!r} is not valid base64") from e
     return out
 
-
-def _api_message(e: ApiException) -> str:
-    try:
-        return json.loads(e.body or "{}").get("message") or str(e.reason)
-    except (ValueError, AttributeError):
-        return str(e.reason)

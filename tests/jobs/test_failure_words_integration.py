@@ -148,11 +148,11 @@ def sentence_of(client: JobClient, name: str, kind: str, timeout: float = 240) -
     def check() -> str | None:
         status = client.get(name)
         found = explain(status)
-        last[0] = (status.phase, status.message, [r.message for r in status.ranks], status.last_logs[-5:], found)
+        last[0] = (status.phase, status.message, [r.message for r in status.ranks], status.last_logs, found)
         if found is not None and found.kind == kind:
             return found.sentence
         if status.done and status.finished:  # its final record says otherwise: no point waiting
-            raise AssertionError(f"job {name} ended as {status.phase}, explained as {found}; last seen: {last[0]}")
+            raise AssertionError(f"job {name} ended as {status.phase}, explained as {found}")
         return None
 
     try:

@@ -166,12 +166,20 @@ def test_an_api_server_restart_mid_job_leaves_every_status_right(cluster, core, 
                    "all four ranks Running")
         restart_apiserver(cluster.state)
 
+        seen: list[Any] = [None]
+
         def phases() -> dict[str, str] | None:
             jobs = hub.api("GET", "/kubelab/jobs", token=token).json()["jobs"]
             out = {j["name"]: j["phase"] for j in jobs}
+            seen[0] = (out, {n: rank_jobs(batch, ns, n) and {r: (j.status.succeeded, j.status.failed)
+                                                            for r, j in rank_jobs(batch, ns, n).items()}
+                             for n in ("steady", "breaks")})
             return out if out == {"steady": "Succeeded", "breaks": "Failed"} else None
 
-        wait_until(phases, 180, "steady to succeed and breaks to fail, as the cluster says")
+        try:
+            wait_until(phases, 180, "steady to succeed and breaks to fail, as the cluster says")
+        except TimeoutError as e:
+            raise AssertionError(f"{e}; last seen (hub's phases, rank Jobs' succeeded/failed): {seen[0]}") from None
         assert record(core, ns, "steady")["phase"] == "Succeeded"
         assert record(core, ns, "breaks")["failed_rank"] == 1
         breaks = hub.api("GET", "/kubelab/jobs/breaks", token=token).json()
