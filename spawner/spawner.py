@@ -68,10 +68,13 @@ class SpawnPlan:
         choice: The validated choice (catalogue :class:`~kubelab.spawner.options.Selection` or
             ``profile_list`` :class:`~kubelab.spawner.profile_list.ListSelection`).
         settings: Setting name → value, set whole on the spawner.
+        home_exists: Whether the home claim was found when planning (None: not looked up, as
+            for a ``profile_list`` choice); KubeSpawner then skips re-creating it.
     """
 
     choice: SpawnChoice
     settings: Mapping[str, Any]
+    home_exists: bool | None = None
 
 
 class _CacheReflector:
@@ -324,6 +327,7 @@ class LabSpawner(KubeSpawner):
             settings = {name: copy.deepcopy(value) for name, value in self._base_settings.items()}
             settings.update(await apply_overrides(self._base_settings, profile_overrides(choice.profile, choice.chosen), self))
             choice = with_gpus(choice, settings, catalogue.gpu_classes)
+            home_exists: bool | None = None
         else:
             try:  # the home kept across the naming upgrade, never another user's (kubelab.core.home)
                 home = await find_home_claim(self.api, self.namespace, self.user.name)
@@ -334,13 +338,14 @@ class LabSpawner(KubeSpawner):
                 choice, catalogue, username=self.user.name, server_name=self.name or "",
                 groups=self.user_groups, base=self._base_settings, home_claim=home.claim,
             ))
+            home_exists = home.exists
         settings.update(identity_settings(
             settings, username=self.user.name, server_name=self.name or "", groups=self.user_groups,
             profile_slug=choice.slug, pod_name=self.pod_name, pvc_name=settings.get("pvc_name") or self.pvc_name,
             component=self.component_label, gpus=choice.gpus,
             gpu_class=choice.gpu_class.key if choice.gpu_class else None,
         ))
-        return SpawnPlan(choice, settings)
+        return SpawnPlan(choice, settings, home_exists)
 
     async def load_user_options(self, fresh: bool = False) -> SpawnChoice:  # type: ignore[override]
         """This spawn's validated choice, with its settings applied; validated once per spawn.
@@ -359,6 +364,11 @@ class LabSpawner(KubeSpawner):
             plan = await self.plan_spawn()
             for name, value in plan.settings.items():
                 setattr(self, name, value)
+            if plan.home_exists is not None:
+                # KubeSpawner POSTs the claim on every start unless it knows the claim exists
+                # (remember_pvc_name is off here): the read just made says so, saving a 409.
+                # Set both ways, each spawn: a claim an admin deleted since is created again.
+                self._pvc_exists = plan.home_exists
             self._plan = plan
             self.selection = plan.choice
         return self._plan.choice
