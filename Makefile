@@ -17,13 +17,14 @@ PYTEST_ARGS ?=
 # postgresql for the GPU accounting's tests on a real PostgreSQL (a throw-away cluster per test run).
 APT_PACKAGES := etcd-server openssl iproute2 util-linux procps chromium fonts-dejavu-core python3-venv ca-certificates openmpi-bin openssh-server postgresql
 
-.PHONY: help setup system venv oidc proxy controlplane test lint unit demo bench images docs clean
+.PHONY: help setup system venv oidc proxy controlplane test lint unit demo bench images docs screenshots clean
 
 help:
 	@echo "make demo   - install what is needed, start the local cluster, OIDC provider and hub"
 	@echo "make test   - install what is needed, then ruff and the whole pytest suite"
 	@echo "make bench  - run the benchmarks in benchmarks/ and print their figures"
 	@echo "make images - build the container images (needs docker or podman)"
+	@echo "make screenshots - run the browser tests, saving their screenshots into docs/screenshots"
 
 setup: system venv oidc proxy controlplane
 
@@ -87,6 +88,10 @@ images:
 
 docs: venv
 	$(BIN)/kubelab-check-config --docs > docs/catalogue.md
+
+# The browser tests save their screenshots under build/screenshots; this refreshes the docs' own.
+screenshots: setup
+	KUBELAB_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
 
 clean:
 	-$(BIN)/kubelab-devcluster down

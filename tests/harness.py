@@ -55,6 +55,10 @@ import requests
 from kubelab.hub_config.proxy import chp_command
 
 HARNESS_SERVICE = "kubelab-harness"
+#: Where the browser tests save their screenshots: ``build/screenshots`` (ignored by git), so a
+#: test run leaves the tree clean; ``make screenshots`` sets ``KUBELAB_SCREENSHOTS`` to
+#: ``docs/screenshots`` to refresh the documentation's.
+SCREENSHOTS = Path(os.environ.get("KUBELAB_SCREENSHOTS") or Path(__file__).resolve().parents[1] / "build" / "screenshots")
 _ADMIN_SCOPES = [
     "admin:users",
     "admin:servers",

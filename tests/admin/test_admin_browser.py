@@ -12,21 +12,19 @@ import copy
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
 import requests
 import yaml
-from harness import HubProcess
+from harness import SCREENSHOTS, HubProcess
 from labhub import CATALOGUE, make_namespace, uname
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 ALICE, BOB, ADMIN = uname("alice"), uname("bob"), uname("admin")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",

@@ -20,12 +20,12 @@ from playwright.sync_api import BrowserContext, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from kubelab.hub_config.provider import load_users
+from tests.harness import SCREENSHOTS
 from tests.hub.platform import Platform, delete_namespace, start_platform
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "docs" / "screenshots"
 PASSWORDS = {u.name: u.password for u in load_users()}
 
 

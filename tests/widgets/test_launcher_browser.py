@@ -23,14 +23,13 @@ import kubernetes
 import pytest
 import requests
 import yaml
-from harness import HubProcess  # tests/ is on sys.path: its conftest.py puts it there
+from harness import SCREENSHOTS, HubProcess  # tests/ is on sys.path: its conftest.py puts it there
 
 from kubelab.jobs import JobClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 DDP_SCRIPT = ROOT / "tests" / "jobs" / "scripts" / "ddp_linreg.py"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -31,7 +31,7 @@ import kubernetes
 import pytest
 import requests
 import yaml
-from harness import HubProcess  # tests/ is on sys.path: its conftest.py puts it there
+from harness import SCREENSHOTS, HubProcess  # tests/ is on sys.path: its conftest.py puts it there
 
 from kubelab.jobs import JobClient
 from kubelab.jobs.examples import example_path
@@ -39,7 +39,6 @@ from kubelab.jobs.examples import example_path
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",

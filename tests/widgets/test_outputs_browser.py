@@ -23,7 +23,7 @@ import kubernetes
 import pytest
 import requests
 import yaml
-from harness import HubProcess  # tests/ is on sys.path: its conftest.py puts it there
+from harness import SCREENSHOTS, HubProcess  # tests/ is on sys.path: its conftest.py puts it there
 
 from kubelab.hub_config.demo import demo_catalogue
 from tests.widgets.test_launcher_browser import browser, contents, dismiss_dialogs  # noqa: F401 - a fixture
@@ -31,7 +31,6 @@ from tests.widgets.test_launcher_browser import browser, contents, dismiss_dialo
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 SCRIPT = ROOT / "tests" / "jobs" / "scripts" / "save_outputs.py"
 JOB = "train-outputs"
 NOTEBOOK = {
