@@ -105,7 +105,10 @@ async def _annotations(core: Any, namespace: str, name: str) -> Mapping[str, str
     except ApiException as e:
         if e.status == 404:
             return None
-        raise HomeClaimError(503, f"cannot read the volume {namespace}/{name}: {e.status} {api_message(e)}") from e
+        # The API server's sentence names the verb and the resource the hub may lack (RBAC).
+        said = api_message(e)
+        raise HomeClaimError(503, f"cannot read the volume {namespace}/{name}: {e.status} {e.reason}"
+                                  + (f": {said}" if said != str(e.reason) else "")) from e
     except (TimeoutError, aiohttp.ClientError) as e:
         raise HomeClaimError(503, f"cannot reach the cluster to find your home volume {namespace}/{name}: "
                                   f"{e or type(e).__name__}") from e
