@@ -71,6 +71,39 @@ _ADMIN_SCOPES = [
 ]
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``, read from ``/proc``.
+
+    JupyterHub starts its managed services (the idle culler) in sessions of their own, so a
+    SIGKILL of the hub's process group misses them; a crash test kills these too, as the end of
+    a hub's container would.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # already gone
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port that is free on ``host`` right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -209,7 +242,9 @@ c.JupyterHub.load_roles.append(
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
+                below = descendants(self.proc.pid)
                 os.killpg(self.proc.pid, signal.SIGKILL)
+                _kill_all(below)
                 self.proc.wait(timeout=5)
         # the proxy runs in the hub's session; make sure it is gone even if the hub was killed
         proxy_pid = self.workdir / "proxy.pid"
@@ -229,10 +264,12 @@ c.JupyterHub.load_roles.append(
         """
         if self.proc is None:
             return
+        below = descendants(self.proc.pid)  # the services, in sessions of their own
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)  # the proxy runs in the hub's process group
         except ProcessLookupError:
             pass  # already gone
+        _kill_all(below)
         self.proc.wait(timeout=10)
         self._log_file.close()
         self.proc = None

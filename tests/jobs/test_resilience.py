@@ -29,7 +29,7 @@ from kubelab.devcluster import pidfile, up
 from kubelab.devcluster.controlplane import Layout
 from kubelab.jobs.builders import job_id
 from tests.faults import FaultProxy
-from tests.harness import HubProcess
+from tests.harness import HubProcess, descendants
 from tests.jobs.helpers import BASE, make_jobs_namespace, wait_until, write_scripts_home
 
 pytestmark = pytest.mark.integration
@@ -97,13 +97,25 @@ def running_pods(core: kubernetes.client.CoreV1Api, ns: str, name: str) -> int:
     return sum(p.status.phase == "Running" for p in pods)
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie not yet reaped has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_hub_killed_mid_job_finishes_the_job_after_restart(cluster, core, batch, ns, tmp_path):
     hub = start_hub(cluster, ns, tmp_path / "hub")
     try:
         submit(hub, {"name": "crash", "framework": "replicas", "script": "fail_rank.py", "workers": 2,
                      "env": {"FAIL_AFTER": "15"}})
         wait_until(lambda: running_pods(core, ns, "crash") == 2, 90, "both ranks Running")
+        assert hub.proc is not None
+        below = descendants(hub.proc.pid)  # its proxy; services run in sessions of their own
+        assert below, "the hub started no process"
         hub.kill()
+        wait_until(lambda: not [pid for pid in below if alive(pid)], 10, "the killed hub's processes to end")
         wait_until(lambda: failed_for_good(rank_jobs(batch, ns, "crash")[1]), 120, "rank 1 failing for good")
         # Nobody acted while the hub was down: no record, rank 0 still there.
         assert record(core, ns, "crash") is None
@@ -170,7 +182,8 @@ def test_an_api_server_restart_mid_job_leaves_every_status_right(cluster, core, 
 
         def phases() -> dict[str, str] | None:
             jobs = hub.api("GET", "/kubelab/jobs", token=token).json()["jobs"]
-            out = {j["name"]: j["phase"] for j in jobs}
+            # Only these two: the module's other tests leave their jobs in the same namespace.
+            out = {j["name"]: j["phase"] for j in jobs if j["name"] in ("steady", "breaks")}
             seen[0] = (out, {n: rank_jobs(batch, ns, n) and {r: (j.status.succeeded, j.status.failed)
                                                             for r, j in rank_jobs(batch, ns, n).items()}
                              for n in ("steady", "breaks")})
