@@ -62,8 +62,15 @@ class DemoError(RuntimeError):
 
 
 def say(line: str) -> None:
-    """Print one progress line, prefixed so it stands out from the daemons' output."""
-    print(f"[demo] {line}", flush=True)
+    """Print one progress line, prefixed so it stands out from the daemons' output.
+
+    A terminal closed under the demo must not stop its teardown half-way: a line that cannot be
+    written is dropped (BrokenPipeError), and the hub and the provider are still stopped.
+    """
+    try:
+        print(f"[demo] {line}", flush=True)
+    except OSError:
+        pass
 
 
 def port_is_free(host: str, port: int) -> bool:

@@ -33,8 +33,11 @@ def test_demo_runs_and_ctrl_c_stops_it(cluster: Any, provider_installed: Path, t
     cmd = [sys.executable, "-m", "kubelab.hub_config.demo", f"--port={port}", f"--provider-port={provider_port}",
            f"--hub-port={hub_port}", f"--state={tmp_path}"]
     started = time.monotonic()
+    # SIGINT back to its default in the child: a shell's background job (`make test &`) starts
+    # with it ignored, and Python then never turns Ctrl-C into KeyboardInterrupt.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "KUBECONFIG": ""})
+                            env={**os.environ, "KUBECONFIG": ""},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     try:
         assert proc.stdout is not None
@@ -57,7 +60,12 @@ def test_demo_runs_and_ctrl_c_stops_it(cluster: Any, provider_installed: Path, t
         assert port_open(provider_port)
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does
-        out, _ = proc.communicate(timeout=90)
+        try:
+            out, _ = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # the demo's SIGTERM teardown, so the failure leaves no hub behind
+            out, _ = proc.communicate(timeout=90)
+            raise AssertionError(f"Ctrl-C did not stop the demo within 90 s:\n{out[-3000:]}") from None
     assert proc.returncode == 0, out
     assert "stopped everything this demo started" in out
     # Nothing it started is left: hub, proxy and provider ports are closed.
