@@ -27,8 +27,10 @@ record, a name or owner that is not the job's) are ignored, never an error.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -217,18 +219,31 @@ def final_record(parent: Mapping[str, Any]) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and record.get("phase") in FINAL_PHASES else None
 
 
-def job_spec(parent: Mapping[str, Any]) -> dict[str, Any] | None:
+def job_spec(parent: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The JobSpec fields kept in a kubelab job's parent, or None for a ConfigMap kubelab did not
-    make (not labelled as a job record, no user annotation, no readable spec)."""
+    make (not labelled as a job record, no user annotation, no readable spec).
+
+    Read-only: the same record is parsed once (:func:`_checked_spec`), since every quota check
+    reads every live job's spec.
+    """
     meta = parent.get("metadata") or {}
     labels = meta.get("labels") or {}
     if labels.get(MANAGED_BY) != MANAGED_BY_VALUE or labels.get(LABEL_COMPONENT) != COMPONENT_PARENT:
         return None
-    if not (meta.get("annotations") or {}).get(ANNOTATION_USER) or not meta.get("name"):
+    user, name = (meta.get("annotations") or {}).get(ANNOTATION_USER), meta.get("name")
+    raw = (parent.get("data") or {}).get(SPEC_KEY)
+    if not user or not name or not isinstance(raw, str):
         return None
+    return _checked_spec(raw, user, name)
+
+
+@functools.lru_cache(maxsize=8192)
+def _checked_spec(raw: str, user: str, name: str) -> Mapping[str, Any] | None:
+    """The parsed spec of the parent ``name`` of ``user``, if it is one kubelab wrote (memoised:
+    records never change their spec, and a submit with 500 live jobs read 500 of them)."""
     try:
-        spec = json.loads((parent.get("data") or {})[SPEC_KEY])
-    except (KeyError, TypeError, ValueError):
+        spec = json.loads(raw)
+    except ValueError:
         return None
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         return None
@@ -237,9 +252,9 @@ def job_spec(parent: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     if spec.get("framework", "pytorch") not in FRAMEWORKS:
         return None
-    if job_id(meta["annotations"][ANNOTATION_USER], spec["name"]) != meta["name"]:
+    if job_id(user, spec["name"]) != name:
         return None  # a record under another job's name: not one kubelab wrote
-    return spec
+    return types.MappingProxyType(spec)
 
 
 def is_job_record(parent: Mapping[str, Any]) -> bool:
