@@ -128,6 +128,12 @@ def build_root(rootfs: Path) -> str:
     return str(root)
 
 
+#: The host folders a pod's process needs from the node: its Python environment and the
+#: repository that kubelab is installed from (resolved here, before any chroot).
+NODE_SOFTWARE: tuple[str, ...] = tuple(dict.fromkeys(
+    os.path.realpath(p) for p in (sys.prefix, str(Path(__file__).resolve().parents[1]))))
+
+
 class PodView:
     """The pod's filesystem after ``chroot``: which mounts are the pod's own, and how to add entries.
 
@@ -244,6 +250,14 @@ def main(argv: list[str]) -> None:
     for (source, target, read_only), directory in zip(mounts, kinds, strict=True):
         view.ensure(target, directory)
         view.bind(source, target, read_only)
+    # The node's own software (its Python environment, and kubelab's source for an editable
+    # install) stays visible when it lives under the host's /tmp, as in a clone made with
+    # `mktemp -d`: the pod's private /tmp (or an emptyDir mounted there, a job's scratch) would
+    # hide it ("executable not found").
+    for path in NODE_SOFTWARE:
+        if path == "/tmp" or path.startswith("/tmp/"):
+            view.ensure(path, directory=True)
+            view.bind(path, path, read_only=True)
     # Like a container runtime: workingDir (created when missing), else the filesystem root.
     cwd = spec.get("cwd") or "/"
     view.ensure(cwd, directory=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from kubelab.devcluster.podinit import NODE_SOFTWARE
 from kubelab.devcluster.settings import cache_dir
 from kubelab.devcluster.testing import bound_claim, pod_log, python_pod, wait_pod_phase
 
@@ -183,9 +184,13 @@ def test_each_pod_has_its_own_tmp_and_shm(core, namespace, token):
         for me in ("a", "b"):
             core.create_namespaced_pod(namespace, python_pod(f"p-{me}", code, container={
                 "env": [{"name": "ME", "value": me}]}))
+        # Besides its own file, a pod's /tmp shows only the node's software when that lives under
+        # the host's /tmp (a clone made with mktemp -d), bound read-only (podinit.NODE_SOFTWARE).
+        listed = sorted({token} | {Path(p).relative_to("/tmp").parts[0] for p in NODE_SOFTWARE
+                                   if p.startswith("/tmp/")})
         for me in ("a", "b"):
             wait_pod_phase(core, namespace, f"p-{me}", ("Succeeded",), timeout=90)
-            assert pod_log(core, namespace, f"p-{me}") == f"{me} {me} False ['{token}']\n"
+            assert pod_log(core, namespace, f"p-{me}") == f"{me} {me} False {listed}\n"
         assert not os.path.lexists(f"/tmp/{token}") and not os.path.lexists(f"/dev/shm/{token}")
     finally:
         (Path("/tmp") / f"{token}-host").unlink()
