@@ -76,7 +76,11 @@ def event_message(event: Mapping[str, Any]) -> str | None:
     return None
 
 
-_TRANSIENT = ("unbound immediate PersistentVolumeClaims", "PersistentVolumeClaim", "volume node affinity", "not ready")
+# "bound to non-existent pv(s)": the scheduler's volume binding saw the claim bound before its
+# PersistentVolume reached the scheduler's cache (volumebinding, ErrReasonPVNotExist); seen for a
+# just-provisioned home in a whole-suite run.
+_TRANSIENT = ("unbound immediate PersistentVolumeClaims", "PersistentVolumeClaim", "volume node affinity", "not ready",
+              "bound to non-existent pv")
 
 
 def is_hopeless(scheduler_message: str) -> bool:

@@ -20,8 +20,10 @@ AV = ClassAvailability("a100", "NVIDIA A100 80GB", allocatable=4, requested=3, f
         ("0/2 nodes are available: 2 pod has unbound immediate PersistentVolumeClaims.", False),
         ("0/1 nodes are available: 1 node(s) had volume node affinity conflict.", False),
         ("0/2 nodes are available: 2 node(s) were not ready.", False),
+        ("0/2 nodes are available: 1 node(s) didn't match Pod's node affinity, 1 pvc(s) bound to non-existent pv(s).",
+         False),
     ],
-    ids=["gpu-full", "cpu-full", "no-such-node", "pvc-unbound", "volume-affinity", "nodes-not-ready"],
+    ids=["gpu-full", "cpu-full", "no-such-node", "pvc-unbound", "volume-affinity", "nodes-not-ready", "pv-not-cached"],
 )
 def test_is_hopeless(message, hopeless):
     assert is_hopeless(message) is hopeless
