@@ -444,8 +444,11 @@ def build_status(parent: Mapping[str, Any], pods: Iterable[Mapping[str, Any]],
         status.failed_rank = final.get("failed_rank")
         status.last_logs = final.get("last_logs", [])
         saved = {r["rank"]: r for r in final.get("ranks", []) if isinstance(r, dict) and "rank" in r}
-        # Torn-down ranks keep the state they had when the job ended.
-        status.ranks = [r if r.pod else RankStatus(**saved[r.rank]) if r.rank in saved else r for r in status.ranks]
+        # Torn-down ranks keep the state they had when the job ended. A rank saved as stopped stays
+        # stopped while its pod is still there: the teardown's SIGTERM ends it with exit code 143,
+        # which reads as Failed once its Job is gone (seen in CI: ranks "Failed, Failed").
+        status.ranks = [RankStatus(**saved[r.rank]) if r.rank in saved
+                        and (not r.pod or saved[r.rank].get("phase") == STOPPED) else r for r in status.ranks]
     if status.phase == "Failed" and status.failed_rank is None and not final:
         culprit = first_failed(status.ranks, by_rank)
         if culprit is not None:

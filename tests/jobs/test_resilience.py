@@ -68,7 +68,11 @@ def start_hub(cluster: Any, ns: str, workdir: Path, kubeconfig: Path | None = No
     hub = HubProcess(config, connect_ip=cluster.host_ip, workdir=workdir,
                      env={"KUBECONFIG": str(kubeconfig or cluster.kubeconfig)})
     hub.start(timeout=90)
-    hub.ensure_user("alice", ["gpu-users"])
+    try:
+        hub.ensure_user("alice", ["gpu-users"])
+    except BaseException:
+        hub.stop()  # a hub that answered but could not be set up must not outlive the test
+        raise
     return hub
 
 

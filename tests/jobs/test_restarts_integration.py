@@ -74,7 +74,11 @@ def start_hub(cluster: Any, ns: str, workdir: Path) -> HubProcess:
     """)
     hub = HubProcess(config, connect_ip=cluster.host_ip, workdir=workdir, env={"KUBECONFIG": str(cluster.kubeconfig)})
     hub.start(timeout=90)
-    hub.ensure_user("alice", [])
+    try:
+        hub.ensure_user("alice", [])
+    except BaseException:
+        hub.stop()  # a hub that answered but could not be set up must not outlive the test
+        raise
     return hub
 
 

@@ -76,16 +76,33 @@ def test_a_failed_rank_keeps_its_containers_reason_over_the_jobs(reason: str, me
     assert s.ranks[0].message == message and s.ranks[0].exit_code == 137
 
 
-def test_final_record_wins_and_keeps_torn_down_ranks() -> None:
+def failed_parent(rank0_phase: str, rank0_message: str = "") -> dict:
+    """PARENT with the final record of a job whose rank 1 failed, rank 0 saved as ``rank0_phase``."""
     record = {"phase": "Failed", "failed_rank": 1, "last_logs": ["boom"], "message": "rank 1 failed",
-              "finished": "t9", "ranks": [{"rank": 0, "phase": "Running", "pod": "p0", "node": "n", "exit_code": None,
-                                          "message": ""},
+              "finished": "t9", "ranks": [{"rank": 0, "phase": rank0_phase, "pod": "p0", "node": "n", "exit_code": None,
+                                          "message": rank0_message},
                                          {"rank": 1, "phase": "Failed", "pod": "p1", "node": "n", "exit_code": 1,
                                           "message": "Error"}]}
-    parent = {**PARENT, "data": {**PARENT["data"], "status.json": json.dumps(record)}}
+    return {**PARENT, "data": {**PARENT["data"], "status.json": json.dumps(record)}}
+
+
+def test_final_record_wins_and_keeps_torn_down_ranks() -> None:
+    parent = failed_parent("Running")
     s = build_status(parent, [pod(1, "Failed", exit_code=1)], [job(1, "Failed")], {})
     assert (s.phase, s.failed_rank, s.last_logs, s.finished) == ("Failed", 1, ["boom"], "t9")
     assert s.ranks[0].pod == "p0" and s.ranks[1].exit_code == 1
+
+
+def test_a_rank_recorded_as_stopped_stays_stopped_while_the_teardown_ends_its_pod() -> None:
+    # The record saved rank 0 as stopped; then the teardown deleted its Job (background
+    # propagation: the Job goes first) and SIGTERM ended its pod with 143, which alone reads Failed.
+    parent = failed_parent("Stopped", "stopped: rank 1 failed")
+    pods = [pod(0, "Failed", exit_code=143), pod(1, "Failed", exit_code=1)]
+    s = build_status(parent, pods, [job(1, "Failed")], {})
+    assert [r.phase for r in s.ranks] == ["Stopped", "Failed"]
+    assert s.ranks[0].message == "stopped: rank 1 failed" and s.ranks[1].exit_code == 1
+    # Without the record (a rank that failed by itself) the same pod reads Failed: the rule is the record's.
+    assert build_status(PARENT, pods[:1], [], {}).ranks[0].phase == "Failed"
 
 
 def test_events_summary_starts_with_the_files_line() -> None:

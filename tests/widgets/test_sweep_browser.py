@@ -66,6 +66,9 @@ def test_the_sweep_tab_runs_a_sweep_and_charts_each_trial_and_the_best(lab_hub: 
                                  f"{page.locator('.jp-OutputArea').all_inner_texts()}") from e
         status = client.wait_sweep("tab-sweep", timeout=600)
         assert status.phase == "Succeeded", status
+        # The tab polls every 2 s: wait until it shows the end, not a trial's intermediate value (seen
+        # in CI: the chart had its 4 dots while trial 3's row still read Running at an earlier value).
+        page.wait_for_selector(".kubelab-sweep-tab .kubelab-sweep-summary:has-text('Succeeded')", timeout=60000)
         deadline = time.monotonic() + 60
         # Four dots, and the best-so-far step line through four trials (2 x 4 - 1 segments' ends).
         while (seen := page.evaluate(DOTS)) != [4, 7]:
