@@ -15,7 +15,7 @@ the same home the notebook does. ``docs/security.md`` gives the whole rule.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,17 +117,26 @@ async def _annotations(core: Any, namespace: str, name: str) -> Mapping[str, str
     return dict(annotations or {})
 
 
-async def find_home_claim(core: Any, namespace: str, username: str) -> HomeChoice:
+async def find_home_claim(core: Any, namespace: str, username: str,
+                          cached: Callable[[str], Mapping[str, str] | None] | None = None) -> HomeChoice:
     """Read the candidate claims of ``username`` in ``namespace`` and choose one (:func:`choose_home_claim`).
 
     Args:
         core: A ``kubernetes_asyncio`` ``CoreV1Api`` (KubeSpawner's ``self.api`` is one).
         namespace: Where homes live.
         username: The exact JupyterHub user name.
+        cached: Claim name → its annotations from a watch-backed cache, None when the cache does
+            not hold it. A claim the cache holds exists and is not read again; one it lacks is
+            read from the API, since a claim made a moment ago may not have reached the cache.
 
     Raises:
         HomeClaimError: 409 (another user's claim) or 503 (the API server cannot be read).
     """
     names = home_candidates(username)
-    values = await asyncio.gather(*(_annotations(core, namespace, n) for n in names))
+
+    async def read(name: str) -> Mapping[str, str] | None:
+        hit = cached(name) if cached is not None else None
+        return hit if hit is not None else await _annotations(core, namespace, name)
+
+    values = await asyncio.gather(*(read(n) for n in names))
     return choose_home_claim(username, dict(zip(names, values, strict=True)))

@@ -370,7 +370,7 @@ class JobsService:
         mounts_home = files_mode(ctx.home, ctx.shared) == FILES_HOME or needs_collector(spec, ctx)
         if mounts_home:
             # The claim the spawner mounts (kept across the naming upgrade, never another user's).
-            home = await find_home_claim(CoreV1Api(self.platform.api), self.namespace, user)
+            home = await find_home_claim(CoreV1Api(self.platform.api), self.namespace, user, self.cache.claim)
             ctx = dataclasses.replace(ctx, home_claim=home.claim)
             if not home.exists:
                 # Without this, every rank (or the collector) would sit Pending on a missing claim; say so now.
