@@ -246,6 +246,10 @@ def _by_name(obj: Mapping[str, Any]) -> str:
     return str(obj["metadata"]["name"])
 
 
+def _job_index(obj: Mapping[str, Any]) -> tuple[str]:
+    return (job_key(_labels(obj)),)
+
+
 @dataclass(frozen=True, slots=True)
 class EventRecord:
     """One pod event, compact: which pod, when, and ``Reason: message``."""
@@ -310,7 +314,10 @@ class JobCache:
 
     EVENTS_PER_POD = 5
 
-    def __init__(self, api_client: ApiClient, namespace: str, *, watch_timeout: int = 290) -> None:
+    def __init__(self, api_client: ApiClient, namespace: str, *, watch_timeout: int = 290,
+                 parent_indexes: Mapping[str, Callable[[Any], Iterable[str]]] | None = None) -> None:
+        """Args beyond the client and namespace: ``parent_indexes``, more indexes of the
+        ConfigMaps beside the one by job (the service's parents that may hold GPUs)."""
         self.namespace = namespace
         self.watch_timeout = watch_timeout
         core, batch = CoreV1Api(api_client), BatchV1Api(api_client)
@@ -318,7 +325,8 @@ class JobCache:
         for name, call, kind in (("configmaps", core.list_namespaced_config_map, "ConfigMap"),
                                  ("jobs", batch.list_namespaced_job, "Job"),
                                  ("pods", core.list_namespaced_pod, "Pod")):
-            self.add_kind(name, functools.partial(call, namespace), kind=kind)
+            indexes = {"job": _job_index, **(parent_indexes or {})} if name == "configmaps" else None
+            self.add_kind(name, functools.partial(call, namespace), kind=kind, indexes=indexes)
         self.informers["events"] = Informer(
             "events", functools.partial(core.list_namespaced_event, namespace), field_selector="involvedObject.kind=Pod",
             transform=event_record, indexes={"pod": lambda e: (e.pod,)}, watch_timeout=watch_timeout, kind="Event",
@@ -347,7 +355,7 @@ class JobCache:
         """
         informer: Informer[Any] = Informer(
             name, list_call, label_selector=label_selector, key=_by_name,
-            indexes=indexes or {"job": lambda o: (job_key(_labels(o)),)}, watch_timeout=self.watch_timeout, kind=kind,
+            indexes=indexes or {"job": _job_index}, watch_timeout=self.watch_timeout, kind=kind,
         )
         self.informers[name] = informer
         return informer
@@ -390,6 +398,10 @@ class JobCache:
     def claim(self, name: str) -> dict[str, str] | None:
         """The annotations of the cached PVC ``name``; None when the cache has not seen it (yet)."""
         return self.informers["claims"].store.get(name)
+
+    def parents_by(self, index: str, value: str) -> list[dict[str, Any]]:
+        """The ConfigMaps filed under ``value`` in one of the ``parent_indexes`` (no scan)."""
+        return self.informers["configmaps"].by_index(index, value)
 
     def of_job(self, kind: str, user_label: str, job: str) -> list[dict[str, Any]]:
         """The cached objects of ``kind`` belonging to one job (indexed, no scan)."""

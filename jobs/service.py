@@ -52,7 +52,19 @@ from kubelab.jobs.metrics_service import MetricsConfigMaps, MetricsHub, ingest_u
 from kubelab.jobs.reconciler import JobReconciler, now
 from kubelab.jobs.spec import FRAMEWORKS, JobSpec, JobSpecError, JobStatus
 from kubelab.jobs.sshkeys import new_ssh_auth
-from kubelab.jobs.status import STATUS_KEY, build_status, final_record, is_job_record, job_spec, latest, pod_rank
+from kubelab.jobs.status import (
+    DECLARES_GPUS,
+    GPU_INDEX,
+    STATUS_KEY,
+    build_status,
+    declared_gpus,
+    final_record,
+    gpu_index,
+    is_job_record,
+    job_spec,
+    latest,
+    pod_rank,
+)
 
 log = logging.getLogger("kubelab.jobs.service")
 
@@ -150,7 +162,7 @@ class JobsService:
         jobs = self.catalogue.jobs
         self.engines = await discover(platform.api, jobs.engine, jobs.kueue.enabled)
         self.api = JobsApi(platform.api, self.namespace, platform.stream_api)
-        cache = JobCache(platform.api, self.namespace)
+        cache = JobCache(platform.api, self.namespace, parent_indexes={GPU_INDEX: gpu_index})
         self._watch_engine_kinds(cache)
         await cache.start()
         self.cache = cache
@@ -213,20 +225,19 @@ class JobsService:
 
         Ended jobs hold nothing, whether or not their record is written yet; pods are counted by
         the ledger itself, so a running job is counted once. The quota check calls this on every
-        reservation, so it reads each job's spec first and builds a job's status (the costly part)
-        only when its pods do not cover its GPUs: queued, starting, or just ended.
+        reservation, so it reads only the live jobs that ask for GPUs (the cache's
+        :data:`~kubelab.jobs.status.GPU_INDEX`) and builds a job's status (the costly part) only
+        when its pods do not cover its GPUs: queued, starting, or just ended.
         """
         cluster = self.platform.cluster
         if self.cache is None or cluster is None:
             return
         resources = {c.resource for c in self.catalogue.gpu_classes.values()} or {"nvidia.com/gpu"}
-        for parent in self._parents():
-            if final_record(parent) is not None:
-                continue
-            spec = job_spec(parent) or {}
-            declared = int(spec.get("gpus_per_worker") or 0) * int(spec.get("workers") or 0)
-            if not declared:
-                continue
+        for parent in self.cache.parents_by(GPU_INDEX, DECLARES_GPUS):
+            spec = job_spec(parent)
+            if spec is None or final_record(parent) is not None:
+                continue  # re-checked: the index says what the last change said
+            declared = declared_gpus(spec)
             label = (parent["metadata"].get("labels") or {}).get(LABEL_USER, "")
             requested = sum(n for p in cluster.pods_of_user(label)
                             if p.active and p.labels.get(LABEL_JOB) == spec["name"]

@@ -10,7 +10,7 @@ import pytest
 from kubelab.core.catalogue import HomeStorage
 from kubelab.jobs.builders import BuildContext, job_id, make_parent
 from kubelab.jobs.spec import JobSpec, RankStatus
-from kubelab.jobs.status import build_status, job_phase, pod_rank
+from kubelab.jobs.status import DECLARES_GPUS, build_status, gpu_index, job_phase, pod_rank
 
 SPEC = JobSpec(name="ddp", script="t.py", workers=2)
 JID = job_id("alice", "ddp")
@@ -133,3 +133,15 @@ def test_pod_rank(labels: dict, annotations: dict, rank: int | None) -> None:
 ])
 def test_job_phase(phases: list[str], expected: str) -> None:
     assert job_phase([RankStatus(rank=i, phase=p) for i, p in enumerate(phases)]) == expected
+
+
+def test_the_gpu_index_files_only_live_jobs_that_ask_for_gpus() -> None:
+    gpu = make_parent(JobSpec(name="big", script="t.py", workers=2, gpus_per_worker=1, gpu_class="a100"),
+                      BuildContext(user="alice", namespace="ns", image="i", home=HomeStorage(access_mode="ReadWriteMany")),
+                      "plain")
+    assert gpu_index(gpu) == (DECLARES_GPUS,)
+    assert gpu_index(PARENT) == (), "a CPU job holds no GPU: a quota check never reads it"
+    ended = {**gpu, "data": {**gpu["data"], "status.json": json.dumps({"phase": "Failed", "finished": "t9"})}}
+    assert gpu_index(ended) == (), "an ended job holds nothing, whether its pods are gone or not"
+    foreign = {**gpu, "metadata": {**gpu["metadata"], "labels": {}}}
+    assert gpu_index(foreign) == (), "a ConfigMap kubelab did not make"

@@ -128,7 +128,8 @@ def test_two_worker_ddp_on_the_cluster_matches_local_processes(alice: JobClient,
 
     local = JobClient("local", root=tmp_path / "local", workdir=home, rendezvous_timeout=60)
     local.submit(spec)
-    assert local.wait("ddp", timeout=240).phase == "Succeeded"
+    done = local.wait("ddp", timeout=240)
+    assert done.phase == "Succeeded", (done.message, done.last_logs)
     here = losses(local, "ddp", 2)
     # Same script, same torch build and the same two-rank gloo all-reduce (one float32 add, which
     # commutes exactly) on the same CPU: the losses should agree to the bit. 1e-6 relative leaves
