@@ -46,4 +46,7 @@ if rank == 0:
 (home / f"{token}-home.txt").write_text(token)
 pathlib.Path("/tmp", f"{token}-tmp.txt").write_text(token)
 print(f"rank={rank} world_size={world} final_loss={loss.item():.6f} wrote {sorted(p.name for p in out.iterdir())}")
+# Both ranks leave together: gloo aborted rank 1 ("terminate called without an active exception",
+# exit -6) once, in CI, when rank 0 tore its connections down first.
+dist.barrier()
 dist.destroy_process_group()
