@@ -296,16 +296,18 @@ class PodEvents(Mapping[str, list[str]]):
         return len(self._informer.index_values("pod"))
 
 
+#: The informer of the namespace's claims: no job's status reads them.
+CLAIMS = "claims"
 #: Kinds :class:`JobCache` watches that are not a job's objects: no job listener hears them.
-NOT_JOB_OBJECTS = ("events", "claims")
+NOT_JOB_OBJECTS = ("events", CLAIMS)
 
 
 class JobCache:
     r"""The jobs of one namespace, kept current by :class:`~kubelab.core.informer.Informer`\ s.
 
     Kinds: the jobs' ConfigMaps (parents and files), batch Jobs (plain engine ranks), job pods and
-    the pods' events, the namespace's claims (homes, by name: :meth:`claim`), plus each engine's custom resources that :meth:`add_kind` registers (only
-    those that discovery finds). Every kind but events is indexed by job (:func:`job_key`).
+    the pods' events, the namespace's claims (homes, by name: :meth:`claim`), plus each engine's
+    custom resources that :meth:`add_kind` registers (only those that discovery finds). Every kind but events is indexed by job (:func:`job_key`).
 
     Attributes:
         informers: Kind name → informer.
@@ -335,8 +337,8 @@ class JobCache:
         # The namespace's claims, so that a submit finds the user's home without a GET (issue 10:
         # a submit sent 5 requests against the floor's 4). Unlabelled on purpose: a home an
         # administrator made by hand carries no label. Only names and annotations are kept.
-        self.informers["claims"] = Informer(
-            "claims", functools.partial(core.list_namespaced_persistent_volume_claim, namespace), key=_by_name,
+        self.informers[CLAIMS] = Informer(
+            CLAIMS, functools.partial(core.list_namespaced_persistent_volume_claim, namespace), key=_by_name,
             transform=claim_annotations, watch_timeout=watch_timeout, kind="PersistentVolumeClaim",
         )
 
@@ -397,7 +399,7 @@ class JobCache:
 
     def claim(self, name: str) -> dict[str, str] | None:
         """The annotations of the cached PVC ``name``; None when the cache has not seen it (yet)."""
-        return self.informers["claims"].store.get(name)
+        return self.informers[CLAIMS].store.get(name)
 
     def parents_by(self, index: str, value: str) -> list[dict[str, Any]]:
         """The ConfigMaps filed under ``value`` in one of the ``parent_indexes`` (no scan)."""
@@ -421,7 +423,7 @@ class JobCache:
 
     async def changed(self, timeout: float) -> None:
         """Wait for the next change of any kind, or ``timeout`` seconds."""
-        changes = [asyncio.shield(i.changed()) for n, i in self.informers.items() if n != "claims"]
+        changes = [asyncio.shield(i.changed()) for n, i in self.informers.items() if n != CLAIMS]
         await asyncio.wait(changes, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
 
     def apply(self, kind: str, event_type: str, obj: Mapping[str, Any]) -> None:
